@@ -1,0 +1,236 @@
+"""The only module that reads and writes HDF5.
+
+Every artifact has root attributes ``kind`` (deformer | model | predictions | dataset-index | bench),
+``schema_version``, ``ntdm_version``, ``created_by`` (the command line) and ``config`` (YAML text of
+the resolved config). Data are nested groups of numpy arrays; strings are stored as UTF-8.
+Writes go to a temporary file in the target folder and are renamed into place, so a crash never
+leaves a half-written artifact. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+import yaml
+
+from ntdm_cli import __version__
+from ntdm_cli.errors import ArtifactError
+
+#: Current schema version of each artifact kind. Bump when a reader could misread older files.
+SCHEMA_VERSIONS: dict[str, int] = {
+    "deformer": 1,
+    "model": 1,
+    "predictions": 1,
+    "dataset-index": 1,
+    "bench": 1,
+}
+
+_STR = h5py.string_dtype("utf-8")
+
+
+def command_line() -> str:
+    """The command line of this process, as stored in ``created_by``."""
+    prog = Path(sys.argv[0]).name if sys.argv else "python"
+    if prog in ("__main__.py", "-c", ""):
+        prog = "python -m ntdm_cli"
+    return " ".join([prog] + [shlex.quote(a) for a in sys.argv[1:]])
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    if isinstance(value, str):
+        return np.array(value, dtype=object)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return np.array(list(value), dtype=object)
+    arr = np.asarray(value)
+    if arr.dtype == object:
+        raise ArtifactError(f"cannot store a value of type {type(value).__name__} in an artifact")
+    return arr
+
+
+def _write_group(group: h5py.Group, data: Mapping[str, Any]) -> None:
+    for key, value in data.items():
+        if "/" in key:
+            raise ArtifactError(f"artifact key {key!r} must not contain '/'")
+        if isinstance(value, Mapping):
+            _write_group(group.create_group(key), value)
+            continue
+        arr = _to_numpy(value)
+        if arr.dtype == object:
+            group.create_dataset(key, data=arr, dtype=_STR)
+        else:
+            compress = arr.size >= 4096
+            group.create_dataset(
+                key, data=arr, compression="gzip" if compress else None, compression_opts=1 if compress else None
+            )
+
+
+def write_artifact(
+    path: str | os.PathLike,
+    kind: str,
+    data: Mapping[str, Any],
+    *,
+    config_yaml: str = "",
+    attrs: Mapping[str, Any] | None = None,
+    created_by: str | None = None,
+) -> Path:
+    """Write ``data`` (nested mapping of arrays/tensors/strings) as an artifact of ``kind``.
+
+    The file appears at ``path`` only once it is complete (temp file + rename)."""
+    if kind not in SCHEMA_VERSIONS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ArtifactError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["kind"] = kind
+            f.attrs["schema_version"] = SCHEMA_VERSIONS[kind]
+            f.attrs["ntdm_version"] = __version__
+            f.attrs["created_by"] = created_by if created_by is not None else command_line()
+            f.attrs["config"] = config_yaml
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
+            _write_group(f, data)
+        os.replace(tmp, path)
+    except BaseException:
+        with _suppress():
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return True
+
+
+@dataclass
+class Artifact:
+    """An artifact read into memory: root attributes, parsed config and the nested data."""
+
+    path: Path
+    kind: str
+    schema_version: int
+    attrs: dict[str, Any]
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        text = self.attrs.get("config", "") or ""
+        try:
+            return yaml.safe_load(text) or {}
+        except yaml.YAMLError:
+            raise ArtifactError(f"{self.path}: the stored config is not valid YAML")
+
+    def __getitem__(self, key: str) -> Any:
+        node: Any = self.data
+        for part in key.split("/"):
+            if not isinstance(node, dict) or part not in node:
+                raise ArtifactError(f"{self.path}: {self.kind} artifact has no '{key}'")
+            node = node[part]
+        return node
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except ArtifactError:
+            return default
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, None) is not None
+
+
+def _read_value(ds: h5py.Dataset) -> Any:
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        value = ds.asstr()[()]
+        if isinstance(value, np.ndarray):
+            return [str(v) for v in value.tolist()]
+        return str(value)
+    return ds[()]
+
+
+def _read_group(group: h5py.Group) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in group.items():
+        out[key] = _read_group(item) if isinstance(item, h5py.Group) else _read_value(item)
+    return out
+
+
+def _open(path: Path) -> h5py.File:
+    if not path.exists():
+        raise ArtifactError(f"{path}: no such file")
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder, expected an HDF5 artifact")
+    try:
+        return h5py.File(path, "r")
+    except OSError:
+        raise ArtifactError(f"{path}: not a readable HDF5 file (truncated or not an ntdm artifact)")
+
+
+def _header(f: h5py.File, path: Path) -> tuple[str, int]:
+    kind = f.attrs.get("kind")
+    version = f.attrs.get("schema_version")
+    if kind is None or version is None:
+        raise ArtifactError(f"{path}: HDF5 file without ntdm 'kind'/'schema_version' attributes")
+    kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    return kind, int(version)
+
+
+def read_artifact(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> Artifact:
+    """Read an artifact, checking that it is of ``kind`` (one or several) at a supported version."""
+    path = Path(path)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    with _open(path) as f:
+        found, version = _header(f, path)
+        if kinds is not None and found not in kinds:
+            raise ArtifactError(f"{path}: expected a {' or '.join(kinds)} artifact, found kind '{found}'")
+        expected = SCHEMA_VERSIONS.get(found)
+        if expected is None:
+            raise ArtifactError(f"{path}: unknown artifact kind '{found}'")
+        if version != expected:
+            raise ArtifactError(
+                f"{path}: {found} artifact has schema_version {version}, this ntdm reads version {expected}"
+            )
+        try:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            data = _read_group(f)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"{path}: damaged artifact, cannot read its data ({exc.__class__.__name__})")
+    return Artifact(path=path, kind=found, schema_version=version, attrs=attrs, data=data)
+
+
+def describe(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """Root attributes and ``(name, shape, dtype)`` of every dataset, for ``ntdm info``."""
+    path = Path(path)
+    with _open(path) as f:
+        _header(f, path)
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        rows: list[tuple[str, str, str]] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                dtype = "str" if h5py.check_string_dtype(obj.dtype) is not None else str(obj.dtype)
+                rows.append((name, "×".join(map(str, obj.shape)) or "scalar", dtype))
+
+        try:
+            f.visititems(visit)
+        except (OSError, KeyError, RuntimeError):
+            raise ArtifactError(f"{path}: damaged artifact, cannot list its datasets")
+    return attrs, rows
+
