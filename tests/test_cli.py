@@ -1,5 +1,6 @@
 """The ntdm command line: help, version, info, error policy."""
 
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from ntdm_cli.cli.main import hoist_global_options
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "ntdm_cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"NTDM_NO_PROGRESS": "1", "COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+                          env={**os.environ, "NTDM_NO_PROGRESS": "1", "COLUMNS": "200"})
 
 
 def test_help_lists_commands():
