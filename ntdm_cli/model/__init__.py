@@ -1,0 +1,1 @@
+"""Feature extractors, neural textures with viewing bins, and the background bank."""

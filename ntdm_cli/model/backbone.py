@@ -1,0 +1,142 @@
+"""Feature extractors: image (N, 3, H, W) -> L2-normalised features (N, d, H/8, W/8).
+
+* ``resnet50-ext``: ResNet-50 through layer4 with two upsampling stages back to stride 8 and a 1×1
+  projection to d (NeMo's ResNetExt). Plain torch; ImageNet weights are loaded from a local file in
+  torchvision's layout with ``--pretrained PATH``.
+* ``small``: a CPU-friendly conv net with the same output contract, for the demo and the tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ntdm_cli.errors import NtdmError
+
+STRIDE = 8
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_image(images: torch.Tensor) -> torch.Tensor:
+    """images: (N, 3, H, W) float in [0, 1] -> ImageNet-normalised."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+def _layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    down = None
+    if stride != 1 or inplanes != planes * 4:
+        down = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False), nn.BatchNorm2d(planes * 4))
+    layers = [Bottleneck(inplanes, planes, stride, down)]
+    layers += [Bottleneck(planes * 4, planes) for _ in range(1, blocks)]
+    return nn.Sequential(*layers)
+
+
+class ResNetExt(nn.Module):
+    """ResNet-50 (torchvision parameter names) + NeMo-style upsampling head to stride 8."""
+
+    def __init__(self, dim: int = 128):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.layer1 = _layer(64, 64, 3, 1)
+        self.layer2 = _layer(256, 128, 4, 2)
+        self.layer3 = _layer(512, 256, 6, 2)
+        self.layer4 = _layer(1024, 512, 3, 2)
+        self.up1 = nn.Sequential(nn.Conv2d(2048 + 1024, 1024, 3, padding=1), nn.BatchNorm2d(1024), nn.ReLU(inplace=True))
+        self.up2 = nn.Sequential(nn.Conv2d(1024 + 512, 512, 3, padding=1), nn.BatchNorm2d(512), nn.ReLU(inplace=True))
+        self.proj = nn.Conv2d(512, dim, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(normalize_image(images)))))
+        x = self.layer1(x)
+        c2 = self.layer2(x)  # stride 8
+        c3 = self.layer3(c2)  # stride 16
+        c4 = self.layer4(c3)  # stride 32
+        x = F.interpolate(c4, size=c3.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.up1(torch.cat([x, c3], 1))
+        x = F.interpolate(x, size=c2.shape[-2:], mode="bilinear", align_corners=False)
+        x = self.up2(torch.cat([x, c2], 1))
+        return F.normalize(self.proj(x), dim=1)
+
+    def load_pretrained(self, path: Path) -> int:
+        """Load ImageNet weights saved in torchvision's ResNet-50 layout (a state dict file).
+        Returns the number of tensors loaded; the head stays randomly initialised."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file
+            raise NtdmError(f"--pretrained {path}: cannot read a torch state dict ({exc.__class__.__name__})")
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        own = self.state_dict()
+        matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not matched:
+            raise NtdmError(f"--pretrained {path}: no tensor matches a torchvision ResNet-50 layout")
+        self.load_state_dict(matched, strict=False)
+        return len(matched)
+
+
+class SmallBackbone(nn.Module):
+    """Three stride-2 stages (stride 8) and a dilated context block; about 1 M parameters."""
+
+    def __init__(self, dim: int = 128, width: int = 48):
+        super().__init__()
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            )
+
+        self.s1 = block(3, width, 2)
+        self.s2 = block(width, width * 2, 2)
+        self.s3 = block(width * 2, width * 4, 2)
+        self.ctx = nn.Sequential(nn.Conv2d(width * 4, width * 4, 3, padding=2, dilation=2, bias=False),
+                                 nn.BatchNorm2d(width * 4), nn.ReLU(inplace=True))
+        self.proj = nn.Conv2d(width * 4 + width * 2, dim, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.s1(normalize_image(images))
+        x2 = self.s2(x)
+        x3 = self.s3(x2)
+        x3 = x3 + self.ctx(x3)
+        x2d = F.avg_pool2d(x2, 2)
+        return F.normalize(self.proj(torch.cat([x3, x2d], 1)), dim=1)
+
+
+BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone}
+
+
+def make_backbone(name: str, dim: int = 128) -> nn.Module:
+    if name not in BACKBONES:
+        raise NtdmError(f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})")
+    return BACKBONES[name](dim=dim)

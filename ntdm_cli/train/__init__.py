@@ -1,0 +1,1 @@
+"""Training of backbone + neural textures by contrastive EM (CoKe), scaled as 3D-CompNets."""

@@ -1,0 +1,135 @@
+"""Training core without the renderer: textures, EM update, contrastive loss, bank, classifier."""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ntdm_cli.model.texture import BackgroundBank, NeuralTexture, viewing_coefficients
+from ntdm_cli.train.em import SurfaceObservation, background_features, image_loss, observe, update_textures
+from ntdm_cli.train.losses import contrastive_loss, fast_class_scores, omega_from_confusion, texel_uv
+from tests.helpers import smooth_uv_inputs
+
+
+@dataclass
+class Cfg:
+    positives: int = 64
+    negatives: int = 128
+    class_negatives: int = 8
+    tau: float = 0.01
+    temperature: float = 0.07
+    ml_weight: float = 1.0
+
+
+def test_viewing_coefficients():
+    n = F.normalize(torch.randn(50, 3), dim=-1)
+    a = viewing_coefficients(n, n, num_bins=7)
+    assert torch.allclose(a.sum(-1), torch.ones(50))
+    assert (a.argmax(-1) == 0).all()  # looking along the normal favours bin 0
+    tilted = viewing_coefficients(n, -n, num_bins=7)
+    assert (tilted[:, 0] < a[:, 0]).all()
+    assert torch.equal(viewing_coefficients(n, n, num_bins=1), torch.ones(50, 1))
+
+
+def test_em_step_changes_only_visible_texels_by_momentum_rule():
+    g = torch.Generator().manual_seed(0)
+    tex = NeuralTexture(3, 16, 8, generator=g)
+    before = tex.theta.clone()
+    feats = F.normalize(torch.randn(1, 8, 16, 16, generator=g), dim=1)
+    visible = torch.zeros(1, 16, 16, dtype=torch.bool)
+    visible[0, 4:8, 2:10] = True
+    alpha = torch.zeros(1, 3, 16, 16)
+    alpha[0, 0] = 0.7
+    alpha[0, 1] = 0.3  # bin 2 never sees anything
+    obs = SurfaceObservation(feats, alpha * visible, visible)
+    update_textures(obs, [0], [tex], momentum=0.9)
+    changed = (tex.theta != before).any(-1)  # (b, q, q)
+    assert torch.equal(changed[0], visible[0]) and torch.equal(changed[1], visible[0])
+    assert not changed[2].any()
+    f = feats[0].permute(1, 2, 0)[visible[0]]
+    for b, a in ((0, 0.7), (1, 0.3)):
+        expect = F.normalize(before[b][visible[0]] + 0.1 * a * (f - before[b][visible[0]]), dim=-1)
+        torch.testing.assert_close(tex.theta[b][visible[0]], expect)
+    assert torch.allclose(tex.counts[0][visible[0]], torch.full((32,), 0.7))
+
+
+def test_negatives_respect_tau_and_zero_omega_costs_nothing():
+    g = torch.Generator().manual_seed(1)
+    f = F.normalize(torch.randn(1, 8, generator=g), dim=-1)
+    pos_uv = torch.tensor([[0.995, 0.5]])
+    # three negatives within tau (one across the u seam), two far away
+    neg_uv = torch.tensor([[0.996, 0.5], [0.005, 0.5], [0.995, 0.52], [0.6, 0.5], [0.995, 0.9]])
+    theta_neg = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    bank = F.normalize(torch.randn(5, 8, generator=g), dim=-1)
+    base = contrastive_loss(f, f, pos_uv, theta_neg, neg_uv, bank, [], tau=0.001)
+    theta_neg2 = theta_neg.clone()
+    theta_neg2[:3] = f  # identical to the positive, but inside tau: must be ignored
+    same = contrastive_loss(f, f, pos_uv, theta_neg2, neg_uv, bank, [], tau=0.001)
+    torch.testing.assert_close(base.inner, same.inner)
+    assert base.pairs == 2 + 5
+    theta_neg2[3] = f  # outside tau: counts
+    assert contrastive_loss(f, f, pos_uv, theta_neg2, neg_uv, bank, [], tau=0.001).inner > base.inner + 0.1
+    # omega = 0 -> no cross-category pairs at all
+    tex = [NeuralTexture(2, 8, 8, generator=g) for _ in range(3)]
+    obs = SurfaceObservation(torch.randn(1, 8, 8, 8, generator=g), torch.full((1, 2, 8, 8), 0.5),
+                             torch.ones(1, 8, 8, dtype=torch.bool))
+    bankobj = BackgroundBank(5, 8, generator=g)
+    omega = torch.zeros(3, 3)
+    parts0 = image_loss(obs, 0, 0, tex, bankobj, omega, Cfg(), torch.Generator().manual_seed(0))
+    omega[0, 2] = 0.3
+    parts1 = image_loss(obs, 0, 0, tex, bankobj, omega, Cfg(), torch.Generator().manual_seed(0))
+    assert parts0.cross.item() == 0.0 and parts1.cross.item() > 0
+    assert parts1.pairs - parts0.pairs == Cfg.positives * Cfg.class_negatives
+
+
+def test_omega_from_confusion():
+    conf = torch.tensor([[90.0, 8.0, 2.0], [30.0, 70.0, 0.0], [0.0, 0.0, 10.0]])
+    w = omega_from_confusion(conf, 0.05)
+    assert w[0, 1] == torch.tensor(0.08) and w[0, 2] == 0 and w[1, 0] == torch.tensor(0.3)
+    assert (w.diagonal() == 0).all()
+
+
+def test_background_bank_never_takes_object_pixels():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.zeros(2, 4, 10, 10)
+    obj = torch.zeros(2, 10, 10, dtype=torch.bool)
+    obj[:, 2:6, 2:6] = True
+    feats[:, 0][obj] = 1.0  # object pixels carry a marker in channel 0
+    feats[:, 1][~obj] = 1.0
+    picked = background_features(feats, obj, per_image=50, generator=g)
+    assert picked.shape[0] > 0 and (picked[:, 0] == 0).all()
+    bank = BackgroundBank(8, 4, generator=g)
+    bank.push(picked)
+    assert bank.filled == 8 and (bank.active()[:, 0] == 0).all()
+
+
+def test_fast_classifier_prefers_matching_prototypes():
+    g = torch.Generator().manual_seed(0)
+    protos = [F.normalize(torch.randn(20, 8, generator=g), dim=-1) for _ in range(3)]
+    bank = F.normalize(torch.randn(4, 8, generator=g), dim=-1)
+    feats = protos[1][torch.randint(20, (6 * 6,), generator=g)].T.reshape(1, 8, 6, 6)
+    scores = fast_class_scores(feats, protos, bank)
+    assert scores.argmax(-1).item() == 1
+
+
+def test_loss_decreases_with_em_on_fixed_surface():
+    """A learnable feature map observed through image_to_surface: a few steps lower the loss."""
+    torch.manual_seed(0)
+    _, uv, mask = smooth_uv_inputs(2, 1, 12, 12, dtype=torch.float32, noise=0.1, keep=1.0)
+    feats = torch.nn.Parameter(torch.randn(2, 16, 12, 12))
+    alpha = torch.full((2, 12, 12, 3), 1 / 3)
+    tex = [NeuralTexture(3, 32, 16, generator=torch.Generator().manual_seed(0))]
+    bank = BackgroundBank(16, 16, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.Adam([feats], lr=0.05)
+    losses = []
+    for step in range(12):
+        g = torch.Generator().manual_seed(step)
+        obs = observe(F.normalize(feats, dim=1), uv, mask, alpha, 32)
+        parts = [image_loss(obs, i, 0, tex, bank, torch.zeros(1, 1), Cfg(), g) for i in range(2)]
+        loss = sum(p.total for p in parts) / 2
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        update_textures(obs, [0, 0], tex, momentum=0.9)
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
