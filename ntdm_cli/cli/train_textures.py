@@ -1,0 +1,71 @@
+"""``ntdm train-textures``: train the feature extractor and the neural textures."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ntdm_cli.cli.common import output_folder_ok, state
+from ntdm_cli.console import out
+from ntdm_cli.errors import NtdmUsageError
+
+
+def _expand(patterns: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for pat in patterns:
+        for part in pat.split(","):
+            hits = sorted(glob.glob(part)) if any(ch in part for ch in "*?[") else [part]
+            if not hits:
+                raise NtdmUsageError(f"--deformers {part!r}: no file matches")
+            for h in hits:
+                p = Path(h)
+                if p.is_dir():
+                    paths += sorted(p.glob("*.h5"))
+                elif not p.exists():
+                    raise NtdmUsageError(f"--deformers {p}: no such file")
+                else:
+                    paths.append(p)
+    return paths
+
+
+def train_textures_cmd(
+    ctx: typer.Context,
+    data: Path = typer.Option(..., "--data", help="PASCAL3D+-layout dataset root (e.g. an `ntdm synth` output)."),
+    deformers: list[str] = typer.Option(..., "--deformers", help="Deformer artifacts: files, globs or a folder."),
+    output: Path = typer.Option(..., "-o", "--output", help="Model artifact to write (.h5)."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma list (default: all deformers)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Overrides train.epochs."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet50-ext | small (train.backbone)."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="ImageNet ResNet-50 weights (torchvision layout)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint (<out>.ckpt.h5)."),
+) -> None:
+    """Train the backbone and per-category neural textures by contrastive EM (multi-process with torchrun)."""
+    from ntdm_cli.train.loop import train_textures
+
+    st = state(ctx)
+    cfg = st.config.get("train")
+    if epochs is not None:
+        cfg.epochs = epochs
+    if backbone is not None:
+        cfg.backbone = backbone
+    cfg.validate()
+    if not data.is_dir():
+        raise NtdmUsageError(f"--data {data}: no such folder")
+    output_folder_ok(output, "--output")
+    if resume is not None and not resume.is_file():
+        raise NtdmUsageError(f"--resume {resume}: no such file")
+    cats = [c for c in categories.split(",") if c] if categories else None
+    summary = train_textures(data, _expand(deformers), output, cfg, st.torch_device(), st.config.to_yaml(),
+                             resume=resume, pretrained=pretrained, categories=cats)
+    if summary["rank"] == 0:
+        out.print(f"wrote {output}: {len(summary['categories'])} categories, {summary['images']} training images, "
+                  f"{summary['epochs']} epochs, final loss {summary['final_loss']:.3f}")
+        out.print(f"fast classifier on the calibration split ({summary['calibration_images']} images): "
+                  f"{100 * summary['calib_accuracy']:.1f}% (chance {100 * summary['chance']:.1f}%)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train-textures")(train_textures_cmd)

@@ -1,0 +1,131 @@
+"""The model artifact (kind ``model``): backbone weights, neural textures, background bank, the
+deformers used, the category list, confusion weights, training curves and (in checkpoints) the
+training state needed to resume.
+
+Layout::
+
+    attrs: backbone, feature_dim, num_bins, texture_size, bin_temperature, categories (comma list)
+    backbone/<state-dict key>            tensors of the feature extractor
+    textures/<category>/theta            (b, q, q, d) float32
+    textures/<category>/counts           (b, q, q) float32 accumulated visibility
+    bank/features (B, d), bank/ptr, bank/filled
+    deformers/<category>/...             the category's deformer (geometry.deformer layout)
+    categories (C,) str, omega (C, C), curves/<name> (epochs,), calibration/{accuracy, confusion}
+    train_state/...                      checkpoints only: epoch, optimizer, scheduler
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ntdm_cli.artifacts import read_artifact, write_artifact
+from ntdm_cli.errors import ArtifactError
+from ntdm_cli.geometry.deformer import Deformer, deformer_from_artifact_data, deformer_to_artifact_data
+from ntdm_cli.model.backbone import make_backbone
+from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
+
+
+@dataclass
+class NTDMModel:
+    """Everything inference needs. textures/deformers are keyed by category name."""
+
+    backbone_name: str
+    backbone: torch.nn.Module
+    categories: list[str]
+    textures: dict[str, NeuralTexture]
+    bank: BackgroundBank
+    deformers: dict[str, Deformer]
+    bin_temperature: float = 5.0
+    omega: torch.Tensor | None = None
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+    calibration: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def feature_dim(self) -> int:
+        return next(iter(self.textures.values())).dim
+
+    @property
+    def num_bins(self) -> int:
+        return next(iter(self.textures.values())).num_bins
+
+    @property
+    def texture_size(self) -> int:
+        return next(iter(self.textures.values())).size
+
+    def to(self, device) -> "NTDMModel":
+        self.backbone.to(device)
+        for t in self.textures.values():
+            t.theta = t.theta.to(device)
+            t.counts = t.counts.to(device)
+        self.bank.features = self.bank.features.to(device)
+        for d in self.deformers.values():
+            d.to(device)
+        return self
+
+
+def model_data(model: NTDMModel, train_state: dict | None = None) -> tuple[dict, dict]:
+    """(datasets, attrs) of the model artifact."""
+    data: dict = {
+        "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+        "textures": {c: {"theta": t.theta.cpu(), "counts": t.counts.cpu()} for c, t in model.textures.items()},
+        "bank": {"features": model.bank.features.cpu(), "ptr": np.int64(model.bank.ptr),
+                 "filled": np.int64(model.bank.filled)},
+        "deformers": {c: deformer_to_artifact_data(d) for c, d in model.deformers.items()},
+        "categories": list(model.categories),
+    }
+    if model.omega is not None:
+        data["omega"] = model.omega.cpu()
+    if model.curves:
+        data["curves"] = {k: np.asarray(v, dtype=np.float64) for k, v in model.curves.items()}
+    if model.calibration:
+        data["calibration"] = {k: np.asarray(v) for k, v in model.calibration.items()}
+    if train_state is not None:
+        data["train_state"] = train_state
+    attrs = {"backbone": model.backbone_name, "feature_dim": model.feature_dim, "num_bins": model.num_bins,
+             "texture_size": model.texture_size, "bin_temperature": model.bin_temperature,
+             "categories": ",".join(model.categories)}
+    return data, attrs
+
+
+def save_model(path, model: NTDMModel, config_yaml: str = "", train_state: dict | None = None) -> Path:
+    data, attrs = model_data(model, train_state)
+    return write_artifact(path, "model", data, config_yaml=config_yaml, attrs=attrs)
+
+
+def load_model(path, device="cpu", with_state: bool = False):
+    """Read a model artifact. Returns the NTDMModel (and the raw train_state dict when asked)."""
+    art = read_artifact(path, "model")
+    try:
+        name = str(art.attrs["backbone"])
+        dim = int(art.attrs["feature_dim"])
+        backbone = make_backbone(name, dim)
+        state = {k: torch.from_numpy(np.asarray(v)) for k, v in art["backbone"].items()}
+        backbone.load_state_dict(state)
+        categories = list(art["categories"])
+        textures = {}
+        for c in categories:
+            t = NeuralTexture(1, 1, 1)
+            t.theta = torch.from_numpy(np.asarray(art[f"textures/{c}/theta"])).float()
+            t.counts = torch.from_numpy(np.asarray(art[f"textures/{c}/counts"])).float()
+            textures[c] = t
+        bank = BackgroundBank(1, dim)
+        bank.features = torch.from_numpy(np.asarray(art["bank/features"])).float()
+        bank.ptr, bank.filled = int(art["bank/ptr"]), int(art["bank/filled"])
+        deformers = {c: deformer_from_artifact_data(art[f"deformers/{c}"], where=f"{path}:deformers/{c}")
+                     for c in categories}
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: damaged model artifact ({exc.__class__.__name__}: {exc})")
+    omega = art.get("omega")
+    model = NTDMModel(
+        backbone_name=name, backbone=backbone, categories=categories, textures=textures, bank=bank,
+        deformers=deformers, bin_temperature=float(art.attrs.get("bin_temperature", 5.0)),
+        omega=torch.from_numpy(np.asarray(omega)).float() if omega is not None else None,
+        curves=dict(art.get("curves", {}) or {}), calibration=dict(art.get("calibration", {}) or {}),
+    ).to(device)
+    if with_state:
+        return model, art.get("train_state"), art
+    return model

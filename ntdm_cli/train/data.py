@@ -1,0 +1,77 @@
+"""Training items: PASCAL3D+-layout samples, NeMo-preprocessed to one common crop size."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ntdm_cli.data.pascal3d import Pascal3DDataset
+from ntdm_cli.data.preprocess import preprocess
+from ntdm_cli.errors import NtdmError
+
+VP_KEYS = ("azimuth", "elevation", "theta", "distance", "focal", "px", "py", "viewport")
+
+
+def is_calibration(image_id: str, fraction: float) -> bool:
+    """Deterministic held-out calibration membership (hash of the image id)."""
+    h = int(hashlib.sha1(image_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return h < fraction
+
+
+@dataclass
+class Split:
+    train: list[int]
+    calib: list[int]
+
+
+class TrainingSet(torch.utils.data.Dataset):
+    """Samples of ``categories`` from a PASCAL3D+-layout ``root`` (split ``split``), preprocessed
+    NeMo-style (object at the dataset's target distance) into one (H, W) crop for all categories.
+
+    Items: dict(image (3, H, W) float32 in [0, 1], category (int), cad (int, 0-based),
+    viewpoint (8,) float64 in VP_KEYS order, mask (H, W) bool (annotated amodal mask or all False),
+    has_mask (bool))."""
+
+    def __init__(self, root, categories: list[str], split: str = "train", limit: int | None = None,
+                 crop_hw: tuple[int, int] | None = None):
+        self.dataset = Pascal3DDataset(root, categories, split=split, limit=limit)
+        self.categories = list(categories)
+        if crop_hw is None:
+            sizes = [self.dataset.crop_size(c) for c in self.categories]
+            crop_hw = (max(s[0] for s in sizes), max(s[1] for s in sizes))
+        self.crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
+        if self.crop_hw[0] % 8 or self.crop_hw[1] % 8:
+            raise NtdmError(f"crop size {self.crop_hw} must be a multiple of 8 (the feature stride)")
+        self.ids = [e.image_id for e in self.dataset.entries]
+        self.cat_index = [self.categories.index(e.category) for e in self.dataset.entries]
+
+    def split(self, calib_fraction: float) -> Split:
+        calib = [i for i, k in enumerate(self.ids) if is_calibration(k, calib_fraction)]
+        cset = set(calib)
+        train = [i for i in range(len(self.ids)) if i not in cset]
+        if not train:
+            raise NtdmError("no training images left after holding out the calibration split")
+        return Split(train, calib)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        sample = self.dataset[i]
+        out, _ = preprocess(sample, self.crop_hw, self.dataset.target_distance)
+        image = torch.from_numpy(np.ascontiguousarray(out.image)).permute(2, 0, 1).float() / 255.0
+        mask = out.amodal_mask
+        has_mask = mask is not None
+        if mask is None:
+            mask = np.zeros(self.crop_hw, dtype=bool)
+        return {
+            "image": image,
+            "category": self.categories.index(out.category),
+            "cad": int(out.cad_index),
+            "viewpoint": torch.tensor([float(out.viewpoint[k]) for k in VP_KEYS], dtype=torch.float64),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+            "has_mask": has_mask,
+        }

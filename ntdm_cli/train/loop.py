@@ -1,0 +1,360 @@
+"""``ntdm train-textures``: backbone + neural textures by contrastive EM (CoKe), scaled as 3D-CompNets.
+
+Single process or multi-process data parallel under ``torchrun`` (gloo on CPU, nccl on GPU): the
+backbone is wrapped in DistributedDataParallel, texture updates are summed over processes before they
+are applied and background features are gathered, so every process holds the same textures and bank.
+All randomness derives from (seed, epoch, step), so resuming from an epoch checkpoint reproduces the
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ntdm_cli.config import section
+from ntdm_cli.console import info, progress
+from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.geometry.deformer import Deformer, load_deformer
+from ntdm_cli.model.backbone import STRIDE, make_backbone
+from ntdm_cli.model.io import NTDMModel, load_model, save_model
+from ntdm_cli.model.surface import rasterize_surface
+from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
+from ntdm_cli.render import Viewpoint
+from ntdm_cli.train.data import VP_KEYS, TrainingSet
+from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
+from ntdm_cli.train.losses import fast_class_scores, omega_from_confusion
+
+
+@section("train")
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (defaults: the paper's real scale; see recipes for the demo scale)."""
+
+    backbone: str = "resnet50-ext"
+    feature_dim: int = 128
+    texture_size: int = 256
+    num_bins: int = 7
+    bin_temperature: float = 5.0
+    epochs: int = 800
+    batch_size: int = 8
+    workers: int = 2
+    lr: float = 1e-4
+    lr_decay: float = 0.995  # per epoch (exponential)
+    momentum: float = 0.9
+    positives: int = 1000
+    negatives: int = 2000
+    class_negatives: int = 32
+    tau: float = 0.0025  # squared UV distance (0.05 of the texture side)
+    temperature: float = 0.07
+    ml_weight: float = 1.0
+    bank_size: int = 2560
+    bank_per_image: int = 5
+    omega_threshold: float = 0.05
+    calib_every: int = 2
+    calib_fraction: float = 0.1
+    classifier_pool: int = 16
+    limit_per_category: int = 0  # 0 = all images
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("feature_dim", "texture_size", "num_bins", "epochs", "batch_size", "positives", "negatives",
+                     "bank_size", "calib_every", "classifier_pool"):
+            if getattr(self, name) <= 0:
+                raise NtdmUsageError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise NtdmUsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.calib_fraction < 1:
+            raise NtdmUsageError(f"train.calib_fraction must be in [0, 1), got {self.calib_fraction}")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE > 1)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return dist.is_available() and dist.is_initialized()
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def _gen(seed: int, *parts: int) -> torch.Generator:
+    s = seed
+    for p in parts:
+        s = (s * 1000003 + int(p)) % (2**63 - 1)
+    return torch.Generator().manual_seed(s)
+
+
+def _viewpoints(batch_vp: torch.Tensor, device) -> Viewpoint:
+    cols = {k: batch_vp[:, i].to(device=device, dtype=torch.float32) for i, k in enumerate(VP_KEYS)}
+    return Viewpoint.create(**cols)
+
+
+def _category_of(deformer: Deformer, path: Path) -> str:
+    name = getattr(deformer, "category", "") or ""
+    if name:
+        return str(name)
+    return path.name.split(".")[0]
+
+
+def load_deformers(paths: list[Path], device) -> dict[str, Deformer]:
+    out: dict[str, Deformer] = {}
+    for p in paths:
+        d = load_deformer(p)
+        cat = _category_of(d, p)
+        if cat in out:
+            raise NtdmUsageError(f"--deformers: two deformers for category '{cat}' ({p})")
+        out[cat] = d.to(device).eval()
+    if not out:
+        raise NtdmUsageError("--deformers matched no file")
+    faces = [d.template.faces.shape for d in out.values()]
+    if len(set(faces)) != 1:
+        raise NtdmUsageError("--deformers: all deformers must share one template (same subdivisions)")
+    return out
+
+
+def _opt_state(optimizer: torch.optim.Optimizer, scheduler) -> dict:
+    sd = optimizer.state_dict()
+    state = {str(k): {kk: torch.as_tensor(vv) for kk, vv in v.items()} for k, v in sd["state"].items()}
+    return {"optimizer_state": state, "optimizer_groups": json.dumps(sd["param_groups"]),
+            "scheduler": json.dumps(scheduler.state_dict())}
+
+
+def _load_opt_state(optimizer, scheduler, st: dict) -> None:
+    groups = json.loads(st["optimizer_groups"])
+    state = {int(k): {kk: torch.from_numpy(np.asarray(vv)) for kk, vv in v.items()}
+             for k, v in (st.get("optimizer_state") or {}).items()}
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    scheduler.load_state_dict(json.loads(st["scheduler"]))
+
+
+# ----------------------------------------------------------------------------------------------- calibration
+
+
+@torch.no_grad()
+def classify_fast(model_backbone, textures: list[NeuralTexture], bank: BackgroundBank, images: torch.Tensor,
+                  pool: int) -> torch.Tensor:
+    """Fast feature-matching class scores (N, C) for images (N, 3, H, W)."""
+    feats = model_backbone(images)
+    protos = [t.prototypes(pool) for t in textures]
+    return fast_class_scores(feats, protos, bank.active())
+
+
+@torch.no_grad()
+def calibrate(backbone, textures, bank, dataset: TrainingSet, indices: list[int], cfg: TrainConfig,
+              device) -> tuple[float, torch.Tensor]:
+    """Fast-classifier accuracy and confusion matrix (C, C) (rows = ground truth) on ``indices``."""
+    C = len(textures)
+    confusion = torch.zeros(C, C)
+    if not indices:
+        return float("nan"), confusion
+    was_training = backbone.training
+    backbone.eval()
+    for s in range(0, len(indices), cfg.batch_size):
+        items = [dataset[i] for i in indices[s:s + cfg.batch_size]]
+        images = torch.stack([it["image"] for it in items]).to(device)
+        pred = classify_fast(backbone, textures, bank, images, cfg.classifier_pool).argmax(-1).cpu()
+        for it, p in zip(items, pred.tolist()):
+            confusion[it["category"], p] += 1
+    backbone.train(was_training)
+    acc = float(confusion.diagonal().sum() / confusion.sum())
+    return acc, confusion
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def _collate(items: list[dict]) -> dict:
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "category": torch.tensor([it["category"] for it in items]),
+        "cad": torch.tensor([it["cad"] for it in items]),
+        "viewpoint": torch.stack([it["viewpoint"] for it in items]),
+        "mask": torch.stack([it["mask"] for it in items]),
+    }
+
+
+def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture], bank: BackgroundBank,
+               omega: torch.Tensor, shapes: dict, template, cfg: TrainConfig, optimizer, generator: torch.Generator,
+               device, distributed: bool) -> dict:
+    """One EM step on a batch. Returns the loss parts (floats) and the number of images used."""
+    images = batch["image"].to(device)
+    cats = batch["category"].tolist()
+    feats = ddp_backbone(images)  # (B, d, h, w)
+    h, w = feats.shape[-2:]
+    verts = torch.stack([shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
+    vp = _viewpoints(batch["viewpoint"], device)
+    with torch.no_grad():
+        surf = rasterize_surface(verts, template.faces, template.verts_uvs, template.faces_uvs, vp, (h, w),
+                                 float(STRIDE), cfg.num_bins, cfg.bin_temperature)
+    obs = observe(feats, surf.uv, surf.mask, surf.alpha, cfg.texture_size)
+    parts = [image_loss(obs, i, c, textures, bank, omega, cfg, generator) for i, c in enumerate(cats)]
+    used = [p for p in parts if p is not None]
+    if used:
+        loss = sum(p.total for p in used) / len(used)
+    else:  # nothing visible in this batch: a zero loss that still touches every parameter (DDP)
+        loss = feats.sum() * 0.0
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    update_textures(obs, cats, textures, cfg.momentum, distributed=distributed)
+    annotated = F.adaptive_max_pool2d(batch["mask"].float().unsqueeze(1).to(device), (h, w))[:, 0] > 0
+    bg = background_features(feats.detach(), surf.mask | annotated, cfg.bank_per_image, generator)
+    if distributed:
+        sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+        dist.all_gather(sizes, torch.tensor([bg.shape[0]], device=device))
+        biggest = int(max(s.item() for s in sizes))
+        padded = torch.zeros(biggest, bg.shape[1], device=device)
+        padded[: bg.shape[0]] = bg
+        gathered = [torch.zeros_like(padded) for _ in sizes]
+        dist.all_gather(gathered, padded)
+        bg = torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes)])
+    bank.push(bg)
+    n = max(len(used), 1)
+    return {"loss": float(loss.detach()), "inner": sum(float(p.inner) for p in used) / n,
+            "cross": sum(float(p.cross) for p in used) / n, "ml": sum(float(p.ml) for p in used) / n,
+            "pairs": sum(p.pairs for p in used), "images": len(cats)}
+
+
+def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: TrainConfig, device: torch.device,
+                   config_yaml: str = "", resume: Path | None = None, pretrained: Path | None = None,
+                   categories: list[str] | None = None, checkpoint: Path | None = None) -> dict:
+    """Train backbone and textures; write the model artifact to ``out`` (checkpoints to ``checkpoint``,
+    default ``<out>.ckpt.h5``). Returns a summary (epochs, final losses, calibration accuracy)."""
+    distributed = init_distributed(device)
+    rank, world = _dist_info()
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    torch.manual_seed(cfg.seed)
+    deformers = load_deformers(deformer_paths, device)
+    cats = [c for c in (categories or sorted(deformers))]
+    missing = [c for c in cats if c not in deformers]
+    if missing:
+        raise NtdmUsageError(f"--categories: no deformer for {', '.join(missing)}")
+    dataset = TrainingSet(data_root, cats, "train", limit=cfg.limit_per_category or None)
+    split = dataset.split(cfg.calib_fraction)
+    template = next(iter(deformers.values())).template.to(device)
+    for c in cats:  # CAD indices must exist in the deformers
+        n_cad = deformers[c].num_latents
+        bad = {e.record_object.cad_index for e in dataset.dataset.entries if e.category == c} - set(range(n_cad))
+        if bad:
+            raise NtdmError(f"{data_root}: {c} images use CAD index {min(bad) + 1} but its deformer has {n_cad} CADs")
+    with torch.no_grad():
+        shapes = {(ci, k): deformers[c](deformers[c].latents[k:k + 1].to(device))[0]
+                  for ci, c in enumerate(cats) for k in range(deformers[c].num_latents)}
+
+    backbone = make_backbone(cfg.backbone, cfg.feature_dim).to(device)
+    if pretrained is not None:
+        if not hasattr(backbone, "load_pretrained"):
+            raise NtdmUsageError(f"--pretrained applies to resnet50-ext, not {cfg.backbone}")
+        loaded = backbone.load_pretrained(pretrained)
+        if rank == 0:
+            info(f"loaded {loaded} pretrained tensors from {pretrained}")
+    g0 = _gen(cfg.seed, 7)
+    textures = [NeuralTexture(cfg.num_bins, cfg.texture_size, cfg.feature_dim, generator=g0, device=device) for _ in cats]
+    bank = BackgroundBank(cfg.bank_size, cfg.feature_dim, generator=g0, device=device)
+    omega = torch.ones(len(cats), len(cats)) - torch.eye(len(cats))
+    optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+    curves: dict[str, list[float]] = {k: [] for k in ("loss", "inner", "cross", "ml", "calib_accuracy", "lr", "images_per_s")}
+    start_epoch = 0
+    checkpoint = checkpoint or out.with_name(out.name + ".ckpt.h5")
+    if resume is not None:
+        model, state, _ = load_model(resume, device, with_state=True)
+        if state is None:
+            raise NtdmUsageError(f"--resume {resume}: not a checkpoint (no train_state)")
+        if model.categories != cats or model.texture_size != cfg.texture_size or model.backbone_name != cfg.backbone:
+            raise NtdmUsageError(f"--resume {resume}: categories/texture size/backbone differ from this run")
+        backbone.load_state_dict(model.backbone.state_dict())
+        textures = [model.textures[c] for c in cats]
+        bank = model.bank
+        omega = model.omega if model.omega is not None else omega
+        _load_opt_state(optimizer, scheduler, state)
+        start_epoch = int(state["epoch"])
+        curves = {k: list(np.asarray(v).tolist()) for k, v in model.curves.items()}
+        for k in ("loss", "inner", "cross", "ml", "calib_accuracy", "lr", "images_per_s"):
+            curves.setdefault(k, [])
+        if rank == 0:
+            info(f"resuming from {resume} at epoch {start_epoch}")
+    ddp = torch.nn.parallel.DistributedDataParallel(backbone) if distributed else backbone
+    backbone.train()
+
+    def snapshot(epoch: int, path: Path, with_state: bool) -> None:
+        model = NTDMModel(cfg.backbone, backbone, cats, dict(zip(cats, textures)), bank,
+                          {c: deformers[c] for c in cats}, cfg.bin_temperature, omega,
+                          {k: np.asarray(v) for k, v in curves.items()}, calibration)
+        state = None
+        if with_state:
+            state = {"epoch": np.int64(epoch), **_opt_state(optimizer, scheduler)}
+        save_model(path, model, config_yaml, train_state=state)
+
+    calibration: dict = {}
+    steps_per_epoch = math.ceil(len(split.train) / (cfg.batch_size * world))
+    with progress() as prog:
+        task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
+        for epoch in range(start_epoch, cfg.epochs):
+            perm = torch.randperm(len(split.train), generator=_gen(cfg.seed, 1, epoch)).tolist()
+            order = [split.train[i] for i in perm]
+            order = order + order[: (-len(order)) % world]  # equal shares keep DDP in step
+            order = order[rank::world]
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(dataset, order), batch_size=cfg.batch_size, shuffle=False,
+                num_workers=cfg.workers, collate_fn=_collate, persistent_workers=False)
+            sums = {"loss": 0.0, "inner": 0.0, "cross": 0.0, "ml": 0.0}
+            nb, t0, nimg = 0, time.perf_counter(), 0
+            for step, batch in enumerate(loader):
+                gen = _gen(cfg.seed, 2, epoch, step, rank)
+                parts = train_step(batch, backbone, ddp, textures, bank, omega, shapes, template, cfg, optimizer,
+                                   gen, device, distributed)
+                for k in sums:
+                    sums[k] += parts[k]
+                nb += 1
+                nimg += parts["images"]
+                rate = nimg * world / max(time.perf_counter() - t0, 1e-9)
+                prog.update(task, advance=1, info=f"ep {epoch + 1}/{cfg.epochs} loss {parts['loss']:.3f} "
+                            f"(in {parts['inner']:.2f} cross {parts['cross']:.2f} ml {parts['ml']:.2f}) {rate:.1f} img/s")
+            for k in sums:
+                curves[k].append(sums[k] / max(nb, 1))
+            curves["lr"].append(optimizer.param_groups[0]["lr"])
+            curves["images_per_s"].append(nimg * world / max(time.perf_counter() - t0, 1e-9))
+            scheduler.step()
+            last = epoch + 1 == cfg.epochs
+            if (epoch + 1) % cfg.calib_every == 0 or last:
+                acc, confusion = calibrate(backbone, textures, bank, dataset, split.calib, cfg, device)
+                curves["calib_accuracy"].append(acc)
+                calibration = {"accuracy": np.float64(acc), "confusion": confusion.numpy(), "epoch": np.int64(epoch + 1)}
+                if split.calib and confusion.sum() > 0:
+                    omega = omega_from_confusion(confusion, cfg.omega_threshold)
+            else:
+                curves["calib_accuracy"].append(float("nan"))
+            if rank == 0:
+                snapshot(epoch + 1, checkpoint, with_state=True)
+            if distributed:
+                dist.barrier()
+    if rank == 0:
+        snapshot(cfg.epochs, out, with_state=False)
+    summary = {"epochs": cfg.epochs, "images": len(split.train), "calibration_images": len(split.calib),
+               "final_loss": curves["loss"][-1] if curves["loss"] else float("nan"),
+               "calib_accuracy": float(calibration.get("accuracy", float("nan"))), "categories": cats,
+               "chance": 1.0 / len(cats), "rank": rank, "world": world}
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
