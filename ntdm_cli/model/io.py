@@ -43,6 +43,7 @@ class NTDMModel:
     omega: torch.Tensor | None = None
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     calibration: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # e.g. crop_hw "H,W" used in training
 
     @property
     def feature_dim(self) -> int:
@@ -88,6 +89,7 @@ def model_data(model: NTDMModel, train_state: dict | None = None) -> tuple[dict,
     attrs = {"backbone": model.backbone_name, "feature_dim": model.feature_dim, "num_bins": model.num_bins,
              "texture_size": model.texture_size, "bin_temperature": model.bin_temperature,
              "categories": ",".join(model.categories)}
+    attrs.update({k: v for k, v in model.extra.items()})
     return data, attrs
 
 
@@ -125,6 +127,7 @@ def load_model(path, device="cpu", with_state: bool = False):
         deformers=deformers, bin_temperature=float(art.attrs.get("bin_temperature", 5.0)),
         omega=torch.from_numpy(np.asarray(omega)).float() if omega is not None else None,
         curves=dict(art.get("curves", {}) or {}), calibration=dict(art.get("calibration", {}) or {}),
+        extra={k: art.attrs[k] for k in ("crop_hw",) if k in art.attrs},
     ).to(device)
     if with_state:
         return model, art.get("train_state"), art

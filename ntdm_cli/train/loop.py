@@ -299,7 +299,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     def snapshot(epoch: int, path: Path, with_state: bool) -> None:
         model = NTDMModel(cfg.backbone, backbone, cats, dict(zip(cats, textures)), bank,
                           {c: deformers[c] for c in cats}, cfg.bin_temperature, omega,
-                          {k: np.asarray(v) for k, v in curves.items()}, calibration)
+                          {k: np.asarray(v) for k, v in curves.items()}, calibration,
+                          extra={"crop_hw": f"{dataset.crop_hw[0]},{dataset.crop_hw[1]}"})
         state = None
         if with_state:
             state = {"epoch": np.int64(epoch), **_opt_state(optimizer, scheduler)}

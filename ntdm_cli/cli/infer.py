@@ -1,0 +1,155 @@
+"""``ntdm infer``: pose, shape, class and masks of the object in each image, by render-and-compare."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import torch
+import typer
+
+from ntdm_cli.cli.common import existing_file, output_folder_ok, state
+from ntdm_cli.console import out
+from ntdm_cli.errors import NtdmUsageError
+
+
+def _parse_shard(shard: Optional[str]) -> tuple[int, int]:
+    if not shard:
+        return 0, 1
+    try:
+        i, n = (int(x) for x in shard.split("/"))
+    except ValueError:
+        raise NtdmUsageError(f"--shard {shard!r}: expected i/n, e.g. 0/4")
+    if not (n > 0 and 0 <= i < n):
+        raise NtdmUsageError(f"--shard {shard!r}: need 0 ≤ i < n")
+    return i, n
+
+
+def _parse_bbox(bbox: Optional[str]):
+    if not bbox:
+        return None
+    try:
+        vals = tuple(float(x) for x in bbox.split(","))
+    except ValueError:
+        raise NtdmUsageError(f"--bbox {bbox!r}: expected x0,y0,x1,y1")
+    if len(vals) != 4:
+        raise NtdmUsageError(f"--bbox {bbox!r}: expected four numbers x0,y0,x1,y1")
+    return vals
+
+
+def infer_cmd(
+    ctx: typer.Context,
+    images: List[Path] = typer.Argument(None, help="Image files or folders (or use --data)."),
+    model_path: Path = typer.Option(..., "--model", "-m", help="Model artifact from train-textures."),
+    output: Path = typer.Option(Path("predictions.h5"), "-o", "--output", help="Predictions artifact to write."),
+    data: Optional[Path] = typer.Option(None, "--data", help="PASCAL3D+-layout dataset root instead of images."),
+    split: str = typer.Option("val", "--split", help="train | val (with --data)."),
+    occlusion: int = typer.Option(0, "--occlusion", help="Occluded-PASCAL3D+ level 0-3 (with --data)."),
+    nuisance: Optional[str] = typer.Option(None, "--nuisance", help="OOD-CV nuisance (with --data)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many images per category (with --data)."),
+    category: Optional[str] = typer.Option(None, "--category", help="Known category: skip classification."),
+    bbox: Optional[str] = typer.Option(None, "--bbox", help="x0,y0,x1,y1 object box in the image (files only)."),
+    overlay: Optional[Path] = typer.Option(None, "--overlay", help="PNG overlay (one image) or folder (several)."),
+    export: Optional[Path] = typer.Option(None, "--export", help="OBJ of the predicted mesh (one image) or folder."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: process every n-th image starting at i."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimisation steps (infer.steps)."),
+    topk: Optional[int] = typer.Option(None, "--topk", help="Multi-start hypotheses (infer.topk)."),
+    shortlist: Optional[int] = typer.Option(None, "--shortlist", help="Optimise only the fast classifier's top K categories."),
+    fix_shape: bool = typer.Option(False, "--fix-shape", help="Ablation: average shape, latent fixed."),
+    no_background: bool = typer.Option(False, "--no-background", help="Ablation: no background model."),
+    single_bin: bool = typer.Option(False, "--single-bin", help="Ablation: one viewing bin."),
+    init: Optional[str] = typer.Option(None, "--init", help="Latent initialisation: grid | random | average."),
+) -> None:
+    """Estimate pose, shape, class and amodal/visible/occluded masks; write predictions (+ overlays, meshes)."""
+    from ntdm_cli.artifacts import write_artifact
+    from ntdm_cli.console import progress
+    from ntdm_cli.infer.pipeline import inputs_from_dataset, inputs_from_files, infer_one, predictions_data
+    from ntdm_cli.infer.outputs import export_prediction_obj, overlay_png, vertex_visibility
+    from ntdm_cli.model.io import load_model
+    from ntdm_cli.render import Viewpoint
+
+    st = state(ctx)
+    cfg = st.config.get("infer")
+    for name, value in (("steps", steps), ("topk", topk), ("shortlist", shortlist), ("init", init)):
+        if value is not None:
+            setattr(cfg, name, value)
+    cfg.fix_shape |= fix_shape
+    cfg.no_background |= no_background
+    cfg.single_bin |= single_bin
+    cfg.validate()
+    if bool(images) == (data is not None):
+        raise NtdmUsageError("give image files/folders or --data DIR, not both (and not neither)")
+    existing_file(model_path, "--model")
+    output_folder_ok(output, "--output")
+    shard_i, shard_n = _parse_shard(shard)
+    device = st.torch_device()
+    model = load_model(model_path, device)
+    for d in model.deformers.values():
+        d.requires_grad_(False)
+    model.backbone.eval()
+    crop_hw = tuple(int(x) for x in str(model.extra.get("crop_hw", "256,256")).split(","))
+    if category is not None and category not in model.categories:
+        raise NtdmUsageError(f"--category {category}: the model has no such category (it has {', '.join(model.categories)})")
+    if data is not None:
+        cats = [category] if category else model.categories
+        _, stream = inputs_from_dataset(data, split, cats, crop_hw, occlusion, nuisance, limit, known_category=category is not None)
+        inputs = list(stream)
+    else:
+        inputs = inputs_from_files(list(images), crop_hw, category, _parse_bbox(bbox))
+    inputs = inputs[shard_i::shard_n]
+    if not inputs:
+        raise NtdmUsageError("no images to process")
+    several = len(inputs) > 1
+    for opt, path in (("--overlay", overlay), ("--export", export)):
+        if path is not None and several:
+            path.mkdir(parents=True, exist_ok=True)
+        elif path is not None:
+            output_folder_ok(path, opt)
+    preds = []
+    generator = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    with progress() as prog:
+        task = prog.add_task("infer", total=len(inputs), info="")
+        for inp in inputs:
+            p = infer_one(inp, model, cfg, device, generator)
+            preds.append(p)
+            rate = len(preds) / (time.perf_counter() - t0)
+            prog.update(task, advance=1, info=f"{p.category} loss {p.result.loss:.3f}  {rate:.2f} img/s")
+            stem = Path(p.image_id).name.rsplit(".", 1)[0].replace("|", "_")
+            template = model.deformers[p.category].template
+            if overlay is not None:
+                target = overlay / f"{stem}.png" if several else overlay
+                from ntdm_cli.data.pascal3d import load_image
+
+                original = load_image(p.inp.image_path) if p.inp.image_path else p.inp.crop
+                if original.shape[:2] != p.amodal.shape:
+                    original = p.inp.crop
+                    am, vi, vp = p.crop_amodal, p.crop_visible, dict(p.viewpoint, distance=float(p.result.best.distance), px=p.inp.crop.shape[1] / 2, py=p.inp.crop.shape[0] / 2)
+                else:
+                    am, vi, vp = p.amodal, p.visible, p.viewpoint
+                overlay_png(target, original, am, vi, p.verts, template, vp,
+                            title=f"{p.category} az {p.viewpoint['azimuth']:.2f} el {p.viewpoint['elevation']:.2f}")
+            if export is not None:
+                target = export / f"{stem}.obj" if several else export
+                h, w = p.crop_amodal.shape
+                hyp = p.result.best
+                vp_crop = Viewpoint.create(azimuth=hyp.azimuth, elevation=hyp.elevation, theta=hyp.theta,
+                                           distance=hyp.distance, px=w / 2.0, py=h / 2.0)
+                state_v = vertex_visibility(torch.from_numpy(p.verts).float(), template, vp_crop, p.crop_visible, p.crop_amodal)
+                export_prediction_obj(target, p.verts, template, state_v)
+    data_out = predictions_data(preds, model.categories)
+    attrs = {"model": str(model_path), "data_root": str(data or ""), "split": split if data else "",
+             "shard": f"{shard_i}/{shard_n}"}
+    write_artifact(output, "predictions", data_out, config_yaml=st.config.to_yaml(), attrs=attrs)
+    total = time.perf_counter() - t0
+    out.print(f"wrote {output}: {len(preds)} images in {total:.1f} s ({total / len(preds):.2f} s/image)")
+    if len(preds) == 1:
+        p = preds[0]
+        v = p.viewpoint
+        out.print(f"{p.image_id}: {p.category}  azimuth {v['azimuth']:.3f}  elevation {v['elevation']:.3f}  "
+                  f"theta {v['theta']:.3f}  distance {v['distance']:.2f}  loss {p.result.loss:.3f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("infer")(infer_cmd)

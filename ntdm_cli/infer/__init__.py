@@ -1,0 +1,1 @@
+"""Render-and-compare inference: pose, shape, class, amodal/visible/occluded masks."""

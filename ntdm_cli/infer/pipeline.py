@@ -1,0 +1,241 @@
+"""``ntdm infer``: images (files, a folder, or a dataset split) → predictions artifact, overlays, meshes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ntdm_cli.console import progress, warn
+from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
+from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, solve
+from ntdm_cli.model.backbone import STRIDE
+from ntdm_cli.model.io import NTDMModel
+from ntdm_cli.render import Viewpoint, pose_rotation, project, rasterize
+from ntdm_cli.train.losses import fast_class_scores
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MAX_SIDE = 2048
+
+
+@dataclass
+class InferInput:
+    """One image ready for inference: crop (H, W, 3) uint8 and the map back to the original image."""
+
+    image_id: str
+    crop: np.ndarray
+    transform: CropTransform
+    original_size: tuple[int, int]
+    category: str | None = None  # known category (skip classification)
+    occlusion_level: int = 0
+    nuisance: str = ""
+    image_path: str = ""
+
+
+def load_image_file(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; grayscale/RGBA/palette converted; very large images reduced."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if max(im.size) > MAX_SIDE:
+                s = MAX_SIDE / max(im.size)
+                im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.Resampling.BILINEAR)
+            return np.asarray(im).copy()
+    except FileNotFoundError:
+        raise NtdmError(f"{path}: no such image")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise NtdmError(f"{path}: not a readable image ({exc.__class__.__name__})")
+
+
+def letterbox(image: np.ndarray, crop_hw: tuple[int, int], bbox: tuple[float, float, float, float] | None):
+    """Fit the image (or its bbox region, with 10% margin) into the crop, centred. Returns (crop, t)."""
+    from ntdm_cli.data.preprocess import _warp
+
+    H0, W0 = image.shape[:2]
+    h, w = crop_hw
+    if bbox is not None:
+        x0, y0, x1, y1 = bbox
+        if not (x1 > x0 and y1 > y0):
+            raise NtdmUsageError(f"--bbox {bbox}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0")
+        cx, cy, bw, bh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * 1.2, (y1 - y0) * 1.2
+    else:
+        cx, cy, bw, bh = W0 / 2, H0 / 2, W0, H0
+    scale = min(w / bw, h / bh)
+    t = CropTransform(scale=scale, px=cx, py=cy, out_h=h, out_w=w, src_h=H0, src_w=W0)
+    return _warp(image, t, nearest=False), t
+
+
+def inputs_from_files(paths: list[Path], crop_hw, category: str | None, bbox) -> list[InferInput]:
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise NtdmUsageError(f"{p}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif not p.exists():
+            raise NtdmUsageError(f"{p}: no such file")
+        else:
+            files.append(p)
+    out = []
+    for f in files:
+        img = load_image_file(f)
+        crop, t = letterbox(img, crop_hw, bbox)
+        out.append(InferInput(image_id=str(f), crop=crop, transform=t, original_size=img.shape[:2], category=category,
+                              image_path=str(f)))
+    return out
+
+
+def inputs_from_dataset(root: Path, split: str, categories: list[str], crop_hw, occlusion: int = 0,
+                        nuisance: str | None = None, limit: int | None = None, known_category: bool = False):
+    """Dataset samples preprocessed as in training (NeMo protocol: annotated distance and principal
+    point set the crop). Yields lazily so large splits need little memory."""
+    from ntdm_cli.data.pascal3d import Pascal3DDataset
+    from ntdm_cli.data.preprocess import preprocess
+
+    ds = Pascal3DDataset(root, categories, split=split, occlusion=occlusion, nuisance=nuisance, limit=limit)
+
+    def gen():
+        for s in ds:
+            crop, t = preprocess(s, crop_hw, ds.target_distance)
+            yield InferInput(image_id=s.image_id, crop=crop.image, transform=t, original_size=s.image.shape[:2],
+                             category=s.category if known_category else None, occlusion_level=s.occlusion_level,
+                             nuisance=s.nuisance, image_path=s.image_path)
+
+    return ds, gen()
+
+
+@dataclass
+class Prediction:
+    image_id: str
+    category: str
+    categories_tried: list[str]
+    category_losses: dict[str, float]
+    result: SolveResult
+    viewpoint: dict  # original image frame
+    amodal: np.ndarray
+    visible: np.ndarray
+    crop_amodal: np.ndarray
+    crop_visible: np.ndarray
+    verts: np.ndarray  # (V, 3) predicted shape (object frame, scaled)
+    timing: dict
+    inp: InferInput
+
+
+@torch.no_grad()
+def final_masks(rc: RenderCompare, hyp, crop_hw) -> tuple[torch.Tensor, torch.Tensor]:
+    """Amodal silhouette at the crop resolution and the visible (foreground) mask, (H, W) bool each."""
+    loss, inside, fg = rc.losses(hyp, return_maps=True)
+    verts = rc.verts(hyp)
+    screen = project(verts, rc.viewpoint(hyp), stride=1.0)
+    frags = rasterize(screen, rc.template.faces, image_size=crop_hw, faces_per_pixel=1)
+    amodal = frags.pix_to_face[0, ..., 0] >= 0
+    up = F.interpolate(fg.float().unsqueeze(1), size=crop_hw, mode="bilinear", align_corners=False)[0, 0] > 0.5
+    return amodal, up & amodal
+
+
+def infer_one(inp: InferInput, model: NTDMModel, cfg: InferConfig, device, generator: torch.Generator,
+              features: torch.Tensor | None = None) -> Prediction:
+    t0 = time.perf_counter()
+    if features is None:
+        image = torch.from_numpy(inp.crop).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+        with torch.no_grad():
+            features = model.backbone(image)
+    t_feat = time.perf_counter() - t0
+    bank = model.bank.active()
+    if inp.category is not None:
+        if inp.category not in model.textures:
+            raise NtdmUsageError(f"--category {inp.category}: the model has no such category "
+                                 f"(it has {', '.join(model.categories)})")
+        tried = [inp.category]
+    elif cfg.shortlist and cfg.shortlist < len(model.categories):
+        protos = [model.textures[c].prototypes(16) for c in model.categories]
+        scores = fast_class_scores(features, protos, bank)[0]
+        tried = [model.categories[i] for i in torch.topk(scores, cfg.shortlist).indices.tolist()]
+    else:
+        tried = list(model.categories)
+    h, w = inp.crop.shape[:2]
+    best: tuple[float, str, SolveResult, RenderCompare] | None = None
+    losses: dict[str, float] = {}
+    timing = {"features": t_feat, "init": 0.0, "optimise": 0.0}
+    for cat in tried:
+        rc = RenderCompare(features, model.deformers[cat], model.textures[cat], bank, cfg, model.bin_temperature,
+                           (w / 2.0, h / 2.0))
+        res = solve(rc, cfg, generator)
+        losses[cat] = res.loss
+        timing["init"] += res.timing["init"]
+        timing["optimise"] += res.timing["optimise"]
+        if best is None or res.loss < best[0]:
+            best = (res.loss, cat, res, rc)
+    assert best is not None
+    _, cat, res, rc = best
+    t1 = time.perf_counter()
+    amodal, visible = final_masks(rc, res.best, (h, w))
+    hyp = res.best
+    vp_crop = {"azimuth": float(hyp.azimuth), "elevation": float(hyp.elevation), "theta": float(hyp.theta),
+               "distance": float(hyp.distance), "focal": 1.0, "px": w / 2.0, "py": h / 2.0, "viewport": 3000.0}
+    vp = unpreprocess_viewpoint(vp_crop, inp.transform)
+    crop_amodal, crop_visible = amodal.cpu().numpy(), visible.cpu().numpy()
+    with torch.no_grad():
+        verts = rc.verts(hyp)[0].cpu().numpy()
+    timing["masks"] = time.perf_counter() - t1
+    timing["total"] = time.perf_counter() - t0
+    return Prediction(image_id=inp.image_id, category=cat, categories_tried=tried, category_losses=losses, result=res,
+                      viewpoint=vp, amodal=unpreprocess_mask(crop_amodal, inp.transform),
+                      visible=unpreprocess_mask(crop_visible, inp.transform), crop_amodal=crop_amodal,
+                      crop_visible=crop_visible, verts=verts, timing=timing, inp=inp)
+
+
+def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
+    """Datasets of the predictions artifact (one row per image)."""
+    n = len(preds)
+    rows = {k: np.array([p.viewpoint[k] for p in preds], dtype=np.float64)
+            for k in ("azimuth", "elevation", "theta", "distance", "px", "py")}
+    rot = pose_rotation(torch.tensor(rows["azimuth"]), torch.tensor(rows["elevation"]), torch.tensor(rows["theta"]))
+    closs = np.full((n, len(categories)), np.nan)
+    for i, p in enumerate(preds):
+        for c, l in p.category_losses.items():
+            closs[i, categories.index(c)] = l
+    kmax = max(len(p.result.topk) for p in preds) if preds else 0
+    topk = np.full((n, kmax, 5), np.nan)
+    for i, p in enumerate(preds):
+        t = p.result.topk
+        for j in range(len(t)):
+            topk[i, j] = [float(t.azimuth[j]), float(t.elevation[j]), float(t.theta[j]), float(t.distance[j]),
+                          float(p.result.topk_losses[j])]
+    masks = {}
+    for p in preds:
+        key = p.image_id.replace("/", "|")
+        masks[key] = {"amodal": p.amodal, "visible": p.visible, "occluded": p.amodal & ~p.visible}
+    data = {
+        "image_id": [p.image_id for p in preds],
+        "image_path": [p.inp.image_path for p in preds],
+        "category": [p.category for p in preds],
+        "categories": list(categories),
+        "category_losses": closs,
+        "loss": np.array([p.result.loss for p in preds]),
+        "init_loss": np.array([p.result.init_loss for p in preds]),
+        "rotation": rot.numpy(),
+        "occlusion_level": np.array([p.inp.occlusion_level for p in preds], dtype=np.int64),
+        "nuisance": [p.inp.nuisance for p in preds],
+        "topk": topk,
+        "timing": {k: np.array([p.timing.get(k, 0.0) for p in preds]) for k in ("features", "init", "optimise", "masks", "total")},
+        "masks": masks,
+    }
+    data.update(rows)
+    if preds:
+        L = max(p.result.best.latent.shape[-1] for p in preds)
+        lat = np.full((n, L), np.nan)
+        for i, p in enumerate(preds):
+            z = p.result.best.latent[0].detach().cpu().numpy()
+            lat[i, : z.shape[0]] = z
+        data["latent"] = lat
+        data["scale"] = np.stack([p.result.best.log_scale[0].exp().detach().cpu().numpy() for p in preds])
+    return data

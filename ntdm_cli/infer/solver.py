@@ -1,0 +1,224 @@
+"""Render-and-compare (NTDM sec. 3.4, eq. 10) for one image and one category.
+
+Hypotheses (azimuth, elevation, theta, distance, latent z, scale s′) are scored in batches; the best
+``topk`` of the initial grid are then optimised together with Adam. A pixel inside the rendered
+silhouette is foreground when its feature matches the rendered feature better than the best background
+feature; the loss is 1 − mean over pixels of (f·f′ on foreground, max_β f·β elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ntdm_cli.config import section
+from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.model.backbone import STRIDE
+from ntdm_cli.model.surface import rasterize_surface, render_features
+from ntdm_cli.render import Viewpoint
+
+
+@section("infer")
+@dataclass
+class InferConfig:
+    steps: int = 300
+    lr: float = 0.05
+    lr_final_factor: float = 0.1  # exponential decay to lr·factor at the last step
+    azimuths: int = 12
+    elevations: int = 4
+    elevation_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 3])
+    thetas: int = 3
+    theta_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 6])
+    init_distance: float = 5.0
+    topk: int = 1
+    shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
+    init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)
+    fix_shape: bool = False
+    no_background: bool = False
+    single_bin: bool = False
+    early_stop_tol: float = 1e-4
+    early_stop_patience: int = 30
+    score_chunk: int = 512  # hypotheses rendered at once when scoring the grid
+
+    def validate(self) -> None:
+        if self.init not in ("grid", "random", "average"):
+            raise NtdmUsageError(f"infer.init must be grid, random or average, got {self.init!r}")
+        for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk"):
+            if getattr(self, name) <= 0:
+                raise NtdmUsageError(f"infer.{name} must be positive")
+        if self.steps < 0:
+            raise NtdmUsageError("infer.steps must be ≥ 0")
+
+
+@dataclass
+class Hypotheses:
+    """Batched pose + shape hypotheses, each field (N,) or (N, K) / (N, 3)."""
+
+    azimuth: torch.Tensor
+    elevation: torch.Tensor
+    theta: torch.Tensor
+    distance: torch.Tensor
+    latent: torch.Tensor
+    log_scale: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.azimuth.shape[0]
+
+    def select(self, idx: torch.Tensor) -> "Hypotheses":
+        return Hypotheses(*(t[idx] for t in self.fields()))
+
+    def fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.azimuth, self.elevation, self.theta, self.distance, self.latent, self.log_scale)
+
+    def detached(self) -> "Hypotheses":
+        return Hypotheses(*(t.detach().clone() for t in self.fields()))
+
+
+def pose_grid(cfg: InferConfig, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The initial pose grid: azimuths × elevations × thetas (144 by default), each (P,)."""
+    az = torch.arange(cfg.azimuths, device=device, dtype=torch.float32) * (2 * math.pi / cfg.azimuths)
+    el = torch.linspace(cfg.elevation_range[0], cfg.elevation_range[1], cfg.elevations, device=device)
+    th = torch.linspace(cfg.theta_range[0], cfg.theta_range[1], cfg.thetas, device=device) if cfg.thetas > 1 \
+        else torch.zeros(1, device=device)
+    A, E, T = torch.meshgrid(az, el, th, indexing="ij")
+    return A.reshape(-1), E.reshape(-1), T.reshape(-1)
+
+
+def initial_latents(deformer, cfg: InferConfig, generator: torch.Generator) -> torch.Tensor:
+    """(L, K) latents to try: the CAD one-hots and their mean (grid), the mean alone (average) or one
+    random vector (random)."""
+    K = deformer.num_latents
+    onehots = deformer.latents.float()
+    mean = deformer.mean_latent().reshape(1, K).float().to(onehots.device)
+    if cfg.init == "average" or cfg.fix_shape:
+        return mean
+    if cfg.init == "random":
+        z = torch.rand(1, K, generator=generator).to(onehots.device)
+        return z / z.sum()
+    return torch.cat([onehots, mean])
+
+
+class RenderCompare:
+    """Scores hypotheses of one category against one image's features.
+
+    features: (1, d, h, w) unit image features; bank: (B, d) background features."""
+
+    def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
+                 bin_temperature: float, principal: tuple[float, float]):
+        self.f = features
+        self.deformer = deformer
+        self.template = deformer.template
+        self.theta = texture.theta if not cfg.single_bin else texture.theta.mean(0, keepdim=True)
+        self.num_bins = self.theta.shape[0]
+        self.cfg = cfg
+        self.bin_temperature = bin_temperature
+        self.h, self.w = features.shape[-2:]
+        self.bg = (features[0].permute(1, 2, 0) @ bank.T).amax(-1) if not cfg.no_background \
+            else torch.zeros(self.h, self.w, device=features.device)  # (h, w)
+        self.px, self.py = principal
+
+    def verts(self, hyp: Hypotheses) -> torch.Tensor:
+        v = self.deformer(hyp.latent)  # (N, V, 3)
+        return v * hyp.log_scale.exp().unsqueeze(1)
+
+    def viewpoint(self, hyp: Hypotheses) -> Viewpoint:
+        n = len(hyp)
+        dev = hyp.azimuth.device
+        return Viewpoint.create(azimuth=hyp.azimuth, elevation=hyp.elevation, theta=hyp.theta,
+                                distance=hyp.distance, px=torch.full((n,), self.px, device=dev),
+                                py=torch.full((n,), self.py, device=dev))
+
+    def losses(self, hyp: Hypotheses, return_maps: bool = False):
+        """Loss (N,) of each hypothesis (eq. 10); with ``return_maps`` also the silhouette (N, h, w) and
+        the foreground decision (N, h, w) at the feature resolution."""
+        surf = rasterize_surface(self.verts(hyp), self.template.faces, self.template.verts_uvs,
+                                 self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), float(STRIDE),
+                                 self.num_bins, self.bin_temperature)
+        rendered = render_features(surf, self.template.verts_uvs, self.template.faces_uvs, self.theta)
+        fg_score = (rendered * self.f).sum(1)  # (N, h, w)
+        inside = surf.mask
+        if self.cfg.no_background:
+            score = torch.where(inside, fg_score, torch.zeros_like(fg_score))
+            fg = inside
+        else:
+            fg = inside & (fg_score > self.bg)
+            score = torch.where(fg, fg_score, self.bg.expand_as(fg_score))
+        loss = 1 - score.mean((1, 2))
+        if return_maps:
+            return loss, inside, fg
+        return loss
+
+
+@dataclass
+class SolveResult:
+    best: Hypotheses  # (1,)
+    loss: float
+    topk: Hypotheses  # (k,) after optimisation
+    topk_losses: torch.Tensor  # (k,)
+    init_loss: float  # best loss of the grid
+    history: list[float]
+    timing: dict[str, float]
+
+
+def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> SolveResult:
+    """Grid search then Adam for one image and category."""
+    import time
+
+    dev = rc.f.device
+    t0 = time.perf_counter()
+    A, E, T = pose_grid(cfg, dev)
+    Z = initial_latents(rc.deformer, cfg, generator).to(dev)
+    P, L = A.shape[0], Z.shape[0]
+    grid = Hypotheses(A.repeat(L), E.repeat(L), T.repeat(L), torch.full((P * L,), cfg.init_distance, device=dev),
+                      Z.repeat_interleave(P, 0), torch.zeros(P * L, 3, device=dev))
+    with torch.no_grad():
+        scores = torch.cat([rc.losses(grid.select(torch.arange(s, min(s + cfg.score_chunk, P * L), device=dev)))
+                            for s in range(0, P * L, cfg.score_chunk)])
+    k = min(cfg.topk, len(grid))
+    top = torch.topk(-scores, k).indices
+    hyp = grid.select(top).detached()
+    init_loss = float(scores[top[0]])
+    t1 = time.perf_counter()
+    params = [hyp.azimuth, hyp.elevation, hyp.theta, hyp.distance]
+    if not cfg.fix_shape:
+        params += [hyp.latent, hyp.log_scale]
+    for p in params:
+        p.requires_grad_(True)
+    history: list[float] = []
+    if cfg.steps > 0:
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        gamma = cfg.lr_final_factor ** (1.0 / max(cfg.steps, 1))
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma)
+        best_seen, stall = float("inf"), 0
+        for _ in range(cfg.steps):
+            loss = rc.losses(hyp)
+            total = loss.sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                hyp.distance.clamp_(min=0.5)
+                hyp.log_scale.clamp_(-1.0, 1.0)
+                hyp.elevation.clamp_(-math.pi / 2, math.pi / 2)
+            cur = float(loss.min())
+            history.append(cur)
+            if cur < best_seen - cfg.early_stop_tol:
+                best_seen, stall = cur, 0
+            else:
+                stall += 1
+                if stall >= cfg.early_stop_patience:
+                    break
+    hyp = hyp.detached()
+    with torch.no_grad():
+        final = rc.losses(hyp)
+    order = torch.argsort(final)
+    hyp = hyp.select(order)
+    final = final[order]
+    t2 = time.perf_counter()
+    return SolveResult(best=hyp.select(torch.tensor([0], device=dev)), loss=float(final[0]), topk=hyp,
+                       topk_losses=final, init_loss=init_loss, history=history,
+                       timing={"init": t1 - t0, "optimise": t2 - t1})
