@@ -26,6 +26,28 @@ def _parse_shard(shard: Optional[str]) -> tuple[int, int]:
     return i, n
 
 
+def _dataset_parts(occlusion: str, nuisance: Optional[str]) -> list[tuple[int, Optional[str]]]:
+    """(occlusion level, nuisance) pairs to read: --occlusion 0,1,2,3 and/or --nuisance a,b|all."""
+    from ntdm_cli.data.pascal3d import NUISANCES
+
+    parts: list[tuple[int, Optional[str]]] = []
+    if nuisance:
+        names = list(NUISANCES) if nuisance == "all" else [n for n in nuisance.split(",") if n]
+        bad = [n for n in names if n not in NUISANCES]
+        if bad:
+            raise NtdmUsageError(f"--nuisance {bad[0]!r}: expected {', '.join(NUISANCES)} or all")
+        parts += [(0, n) for n in names]
+        if occlusion in ("", "0") or occlusion is None:
+            return parts
+    try:
+        levels = sorted({int(x) for x in occlusion.split(",") if x != ""})
+    except ValueError:
+        raise NtdmUsageError(f"--occlusion {occlusion!r}: expected levels 0-3, e.g. 0,1,2,3")
+    if any(lv not in (0, 1, 2, 3) for lv in levels):
+        raise NtdmUsageError(f"--occlusion {occlusion!r}: levels are 0-3")
+    return [(lv, None) for lv in levels] + parts
+
+
 def _parse_bbox(bbox: Optional[str]):
     if not bbox:
         return None
@@ -45,8 +67,8 @@ def infer_cmd(
     output: Path = typer.Option(Path("predictions.h5"), "-o", "--output", help="Predictions artifact to write."),
     data: Optional[Path] = typer.Option(None, "--data", help="PASCAL3D+-layout dataset root instead of images."),
     split: str = typer.Option("val", "--split", help="train | val (with --data)."),
-    occlusion: int = typer.Option(0, "--occlusion", help="Occluded-PASCAL3D+ level 0-3 (with --data)."),
-    nuisance: Optional[str] = typer.Option(None, "--nuisance", help="OOD-CV nuisance (with --data)."),
+    occlusion: str = typer.Option("0", "--occlusion", help="Occlusion levels, e.g. 0 or 0,1,2,3 (with --data)."),
+    nuisance: Optional[str] = typer.Option(None, "--nuisance", help="OOD-CV nuisances, e.g. shape,pose or all (with --data)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many images per category (with --data)."),
     category: Optional[str] = typer.Option(None, "--category", help="Known category: skip classification."),
     bbox: Optional[str] = typer.Option(None, "--bbox", help="x0,y0,x1,y1 object box in the image (files only)."),
@@ -93,8 +115,11 @@ def infer_cmd(
         raise NtdmUsageError(f"--category {category}: the model has no such category (it has {', '.join(model.categories)})")
     if data is not None:
         cats = [category] if category else model.categories
-        _, stream = inputs_from_dataset(data, split, cats, crop_hw, occlusion, nuisance, limit, known_category=category is not None)
-        inputs = list(stream)
+        inputs = []
+        for occ, nui in _dataset_parts(occlusion, nuisance):
+            _, stream = inputs_from_dataset(data, split, cats, crop_hw, occ, nui, limit,
+                                            known_category=category is not None)
+            inputs += list(stream)
     else:
         inputs = inputs_from_files(list(images), crop_hw, category, _parse_bbox(bbox))
     inputs = inputs[shard_i::shard_n]
