@@ -453,8 +453,10 @@ def category_table(run: RunResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
+def _md_table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """A Markdown table; the first ``text_columns`` columns left-aligned, the others right-aligned."""
+    align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -544,7 +546,7 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
                 rows.append([r.label, f"`{w.result.image_id}`", f"{w.result.category} ({w.result.pred_category})",
                              _deg(math.degrees(w.result.pose_error)), _pct(w.result.amodal_iou), link])
             if rows:
-                parts += [_md_table(header, rows), ""]
+                parts += [_md_table(header, rows, text_columns=3), ""]
     return "\n".join(parts)
 
 
@@ -664,12 +666,18 @@ def _write_overlays(runs: Sequence[RunResult], folder: Path) -> dict[str, list[s
                 continue
             folder.mkdir(exist_ok=True)
             im = Image.fromarray(pixels)
-            draw = ImageDraw.Draw(im)
+            scale = max(1, math.ceil(256 / max(im.width, im.height)))  # small images: enlarge (nearest)
+            if scale > 1:
+                im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
             res = w.result
-            text = (f"{res.image_id}  err {math.degrees(res.pose_error):.1f} deg  IoU {_pct(res.amodal_iou)}%  "
-                    f"{res.pred_category} (gt {res.category})")
-            draw.rectangle([0, 0, min(im.width, 8 + 6 * len(text)), 14], fill=(0, 0, 0))
-            draw.text((3, 2), text, fill=(255, 255, 255))
+            lines = [f"{res.image_id}", f"err {math.degrees(res.pose_error):.1f} deg, amodal IoU {_pct(res.amodal_iou)}%, "
+                     f"pred {res.pred_category} (gt {res.category})"]
+            canvas = Image.new("RGB", (im.width, im.height + 28), (0, 0, 0))
+            canvas.paste(im, (0, 28))
+            draw = ImageDraw.Draw(canvas)
+            for j, text in enumerate(lines):
+                draw.text((3, 2 + 12 * j), text, fill=(255, 255, 255))
+            im = canvas
             name = f"{_safe_name(r.label)}_{rank:02d}_{_safe_name(res.image_id)}.png"
             buf = io.BytesIO()
             im.save(buf, format="PNG")
