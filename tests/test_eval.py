@@ -145,7 +145,7 @@ def test_report_values_and_files(setup):
     assert [w["image_id"] for w in run["worst"]] == ["bus/c", "bus/e", "car/b", "car/d"]
     assert len(run["overlays"]) == 4 and all((files["json"].parent / p).is_file() for p in run["overlays"])
     with Image.open(files["json"].parent / run["overlays"][0]) as im:
-        assert im.size == (W, H)
+        assert im.size == (W * 16, H * 16 + 28)  # enlarged to >= 256 px, caption strip on top
     md = files["markdown"].read_text()
     assert "## Summary" in md and "table 1" in md and "table 2" in md and "## By category: full" in md
     assert "| full | 5 | 60.0 | 40.0 | 20.0 | 86.7 | 86.7 | 80.0 | 1 | 1 |" in md  # summary row, in %
