@@ -309,3 +309,74 @@ def test_labels_and_masks_helpers():
     with pytest.raises(NtdmUsageError, match="distinct"):
         report_mod.default_labels(["a.h5", "b.h5"], "x,x")
     assert mask_key("car/n02814533_1.JPEG", "amodal") == "masks/car|n02814533_1.JPEG/amodal"
+
+
+def write_pascal3d_tree(root, size=(24, 32)):
+    """A tiny PASCAL3D+-layout folder (records written with the data reader's .mat writer): three
+    PASCAL3D+ val images of 'car' with amodal masks, one of them an unreadable JPEG, and one
+    Occluded-PASCAL3D+ L1 image. Returns {image_id: (azimuth, elevation, theta) radians}."""
+    from ntdm_cli.data import write_record
+
+    h, w = size
+    rng = np.random.default_rng(5)
+    ann, img, msk, sets = (root / d for d in ("Annotations/car_imagenet", "Images/car_imagenet", "Masks/car_imagenet",
+                                              "Image_sets"))
+    for d in (ann, img, msk, sets):
+        d.mkdir(parents=True)
+    amodal = np.zeros((h, w), bool)
+    amodal[6:18, 8:26] = True
+    views = {"n1": (30.0, 10.0, 0.0), "n2": (120.0, 20.0, 5.0), "n3": (-45.0, 5.0, -3.0)}
+    for name, (a, e, t) in views.items():
+        write_record(ann / f"{name}.mat", f"{name}.JPEG", w, h, [{
+            "class": "car", "bbox": (9, 7, 26, 18), "cad_index": 1,
+            "viewpoint": {"azimuth": a, "elevation": e, "theta": t, "distance": 5.0, "focal": 1.0,
+                          "px": w / 2 + 0.5, "py": h / 2 + 0.5, "viewport": 3000.0}}])
+        if name == "n3":
+            (img / f"{name}.JPEG").write_bytes(b"not a jpeg")
+        else:
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(img / f"{name}.JPEG", format="JPEG")
+        Image.fromarray(amodal.astype(np.uint8) * 255).save(msk / f"{name}.png")
+    (sets / "car_imagenet_val.txt").write_text("n1\nn2\nn3\n")
+    occ = root / "OccludedPASCAL3D"
+    for d in ("lists", "images/carFGL1_BGL1", "annotations/carFGL1_BGL1"):
+        (occ / d).mkdir(parents=True)
+    (occ / "lists" / "carFGL1_BGL1.txt").write_text("n1\n")
+    Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(occ / "images/carFGL1_BGL1/n1.JPEG",
+                                                                           format="JPEG")
+    occluder = np.zeros((h, w), bool)
+    occluder[:, :14] = True
+    np.savez(occ / "annotations/carFGL1_BGL1/n1.npz", occluder_mask=occluder, mask=amodal)
+    ids = {f"car_imagenet/{n}": v for n, v in views.items()}
+    ids["carFGL1_BGL1/n1"] = views["n1"]
+    return {k: tuple(math.radians(x) for x in v) for k, v in ids.items()}, amodal, occluder
+
+
+def test_cli_on_pascal3d_layout(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("ntdm_cli.data.pascal3d")
+    data = tmp_path / "pascal3d"
+    views, amodal, occluder = write_pascal3d_tree(data)
+    offsets = {"car_imagenet/n2": (15, 0, 0), "carFGL1_BGL1/n1": (0, 0, 40)}
+    ids = list(views)
+    ang = np.array([np.add(views[i], np.radians(offsets.get(i, (0, 0, 0)))) for i in ids])
+    masks = {}
+    for i in ids:
+        visible = amodal & ~occluder if "FGL" in i else amodal
+        masks[i.replace("/", "|")] = {"amodal": amodal, "visible": visible, "occluded": amodal & ~visible}
+    pred = write_artifact(tmp_path / "p.h5", "predictions", {
+        "image_id": ids, "category": ["car"] * 4, "azimuth": ang[:, 0], "elevation": ang[:, 1], "theta": ang[:, 2],
+        "distance": np.full(4, 5.0), "loss": np.zeros(4), "rotation": _pose_rotation(*ang.T),
+        "categories": ["car"], "category_losses": np.zeros((4, 1)), "occlusion_level": np.array([0, 0, 0, 1]),
+        "nuisance": ["", "", "", ""], "masks": masks}, attrs={"data_root": str(data), "split": "val"})
+    code, out, err = cli_in_process(monkeypatch, capsys, "eval", str(pred), "--out", str(tmp_path / "rep"))
+    assert code == 0, err
+    assert "1 annotated images could not be read (first: car_imagenet/n3)" in err
+    run = json.loads((tmp_path / "rep" / "report.json").read_text())["runs"][0]
+    assert run["n_scored"] == 4 and run["mismatch"]["annotated_not_predicted"]["count"] == 0
+    L0, L1 = run["by_occlusion"]["L0"], run["by_occlusion"]["L1"]
+    assert L0["n"] == 3 and L0["acc_pi_6"] == 1.0 and L0["acc_pi_18"] == pytest.approx(2 / 3)
+    assert L0["median_error_deg"] == pytest.approx(0.0, abs=1e-4)
+    assert L0["amodal_iou"] == pytest.approx(1.0) and L0["n_amodal"] == 2  # n3's pixels are unreadable
+    assert L1["acc_pi_6"] == 0.0 and L1["median_error_deg"] == pytest.approx(40.0, abs=1e-4)
+    assert L1["visible_iou"] == pytest.approx(1.0) and L1["n_visible"] == 1
+    # overlays: the worst (L1 image) is drawn, the unreadable one is skipped
+    assert run["worst"][0]["image_id"] == "carFGL1_BGL1/n1" and run["overlays"][0].endswith(".png")

@@ -70,15 +70,18 @@ def load_ground_truth(
     split: str,
     image_ids: Collection[str],
     *,
-    categories: Sequence[str],
+    categories: Sequence[str] | None,
     occlusion_levels: Iterable[int] = (0,),
     nuisances: Iterable[str] = (),
 ) -> Iterator[GroundTruth]:
     """Yield the annotation of every image of ``split`` under ``data_root`` for the given
-    ``categories``, i.i.d. ``occlusion_levels`` (0 = PASCAL3D+, 1-3 = Occluded PASCAL3D+) and OOD-CV
-    ``nuisances``; pixels (image, masks) only for the ids in ``image_ids``.
+    ``categories`` (None: all found), i.i.d. ``occlusion_levels`` (0 = PASCAL3D+, 1-3 =
+    Occluded-PASCAL3D+) and OOD-CV ``nuisances``, through :class:`ntdm_cli.data.Pascal3DDataset`.
 
-    Raises NtdmError when the data reader is not available or the data cannot be read."""
+    Pixels (image, masks) are decoded only for the ids in ``image_ids``; the others come from the
+    annotation records alone. An image that cannot be read is yielded without pixels (its pose is
+    still scored; IoU and overlay are then unavailable) and counted in one warning line.
+    Raises NtdmError when the reader is not available or the data cannot be indexed."""
     try:
         from ntdm_cli.data import Pascal3DDataset  # type: ignore[attr-defined]
     except ImportError as exc:
@@ -89,7 +92,37 @@ def load_ground_truth(
     wanted = set(image_ids)
     selections: list[tuple[int, str | None]] = [(int(lv), None) for lv in sorted(set(occlusion_levels))]
     selections += [(0, str(n)) for n in sorted(set(nuisances)) if n]
+    unreadable: list[str] = []
     for level, nuisance in selections:
-        dataset = Pascal3DDataset(root, list(categories), split, occlusion=level, nuisance=nuisance)
-        for sample in dataset:
-            yield ground_truth_from_sample(sample, keep_pixels=str(sample.image_id) in wanted)
+        dataset = Pascal3DDataset(root, list(categories) if categories else None, split, occlusion=level,
+                                  nuisance=nuisance)
+        entries = getattr(dataset, "entries", None)
+        if entries is None:  # a reader without an index: decode everything
+            for sample in dataset:
+                yield ground_truth_from_sample(sample, keep_pixels=str(sample.image_id) in wanted)
+            continue
+        for i, entry in enumerate(entries):
+            image_id = str(entry.image_id)
+            if image_id in wanted:
+                try:
+                    yield ground_truth_from_sample(dataset[i])
+                    continue
+                except NtdmError:
+                    unreadable.append(image_id)
+            yield _ground_truth_from_entry(entry)
+    if unreadable:
+        from ntdm_cli.console import warn
+
+        warn(f"{len(unreadable)} annotated images could not be read (first: {', '.join(unreadable[:3])}); "
+             "their poses are scored, their masks and overlays are not")
+
+
+def _ground_truth_from_entry(entry: Any) -> GroundTruth:
+    """Annotation only (no pixels) from an index entry of ``Pascal3DDataset`` (``category``,
+    ``image_id``, ``record_object.viewpoint``, ``occlusion_level``, ``nuisance``)."""
+    vp = entry.record_object.viewpoint
+    return GroundTruth(
+        image_id=str(entry.image_id), category=str(entry.category), azimuth=float(vp["azimuth"]),
+        elevation=float(vp["elevation"]), theta=float(vp["theta"]),
+        occlusion_level=int(entry.occlusion_level), nuisance=str(entry.nuisance or ""),
+    )
