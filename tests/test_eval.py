@@ -119,7 +119,8 @@ def test_report_values_and_files(setup):
         with Image.open(files[key]) as im:
             assert im.format == "PNG" and im.width > 300
     doc = json.loads(files["json"].read_text())
-    assert set(doc) >= {"ntdm_version", "data_root", "thresholds_rad", "runs"}
+    assert set(doc) >= {"ntdm_version", "data_root", "thresholds_rad", "same_image_sets", "runs"}
+    assert doc["same_image_sets"] is True
     (run,) = doc["runs"]
     assert run["label"] == "full" and run["split"] == "val"
     assert run["n_predictions"] == 6 and run["n_annotated"] == 6 and run["n_scored"] == 5
@@ -167,7 +168,7 @@ def test_overlays_skipped_when_images_unreadable(tmp_path, capsys):
     assert files["markdown"].is_file()
 
 
-def test_mismatch_strict_and_silent_selection(tmp_path):
+def test_mismatch_strict_and_silent_selection(tmp_path, capsys):
     gt = make_ground_truth()
     pred = write_predictions(tmp_path / "p.h5", gt, extra_ids=("car/ghost",))
     with pytest.raises(NtdmError, match=r"1 predicted images have no annotation \(first: car/ghost\)"):
@@ -178,6 +179,13 @@ def test_mismatch_strict_and_silent_selection(tmp_path):
     runs, files = run_eval([pred], tmp_path, tmp_path / "r2", ground_truth=FakeGroundTruth(gt), strict=True)
     assert runs[0].predicted_not_annotated == [] and runs[0].annotated_not_predicted == []
     assert "Every predicted image is annotated" in files["markdown"].read_text()
+    # side by side on different image sets: said in the console, the JSON and the Markdown
+    fewer = write_predictions(tmp_path / "fewer.h5", gt, drop_ids=("car/f", "car/a"))
+    capsys.readouterr()
+    runs, files = run_eval([pred, fewer], tmp_path, tmp_path / "r3", ground_truth=FakeGroundTruth(gt))
+    assert "scored on different image sets (q: 6, fewer: 4 images)" in capsys.readouterr().err
+    assert json.loads(files["json"].read_text())["same_image_sets"] is False
+    assert "different image sets" in files["markdown"].read_text()
 
 
 def test_bad_predictions_content(tmp_path):
@@ -252,7 +260,7 @@ def test_cli_side_by_side_with_labels(tmp_path, monkeypatch, capsys):
     assert "full" in out and "no-bg" in out and "table 1 layout" in out and "report.md" in out
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert [r["label"] for r in doc["runs"]] == ["full", "no-bg"]
-    assert doc["runs"][0]["all"]["acc_pi_18"] == 1.0
+    assert doc["runs"][0]["all"]["acc_pi_18"] == 1.0 and doc["same_image_sets"] is True
     assert doc["runs"][1]["by_occlusion"]["L0"]["acc_pi_6"] == pytest.approx(2 / 3)
     assert doc["runs"][1]["by_occlusion"]["L0"]["acc_pi_18"] == pytest.approx(1 / 3)
     assert [len(r["overlays"]) for r in doc["runs"]] == [1, 1]

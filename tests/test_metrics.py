@@ -107,8 +107,11 @@ def test_matches_logm_definition_and_arccos():
     rots = Rotation.random(200, random_state=3).as_matrix()
     gts = Rotation.random(200, random_state=4).as_matrix()
     ours = rotation_error(rots, gts)
-    ref = np.array([logm_error(p, g) for p, g in zip(rots, gts)])
-    np.testing.assert_allclose(ours, ref, atol=1e-9)
+    # the literal definition (scipy's logm is slow: a subset), and scipy's rotation-vector magnitude for all
+    ref = np.array([logm_error(p, g) for p, g in zip(rots[:12], gts[:12])])
+    np.testing.assert_allclose(ours[:12], ref, atol=1e-9)
+    mag = Rotation.from_matrix(np.swapaxes(rots, 1, 2) @ gts).magnitude()
+    np.testing.assert_allclose(ours, mag, atol=1e-9)
     tr = np.trace(np.swapaxes(rots, 1, 2) @ gts, axis1=1, axis2=2)
     np.testing.assert_allclose(ours, np.arccos(np.clip((tr - 1) / 2, -1, 1)), atol=1e-9)
     # precision at the ends, where arccos loses digits: tiny angles and angles close to π

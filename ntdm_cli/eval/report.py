@@ -336,7 +336,16 @@ def evaluate(
                  "the annotation; the annotation is used")
         if not run.results:
             warn(f"{run.label}: no predicted image has an annotation; nothing to score")
+    if not same_image_sets(runs):
+        warn("the runs were scored on different image sets (" + ", ".join(f"{r.label}: {len(r.results)}" for r in runs)
+             + " images); compare them with care")
     return runs
+
+
+def same_image_sets(runs: Sequence[RunResult]) -> bool:
+    """Whether every run scored exactly the same images (a fair side-by-side comparison)."""
+    sets = {frozenset(x.image_id for x in r.results) for r in runs}
+    return len(sets) <= 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -472,6 +481,7 @@ def report_dict(runs: Sequence[RunResult], data_root: Path, listed_ids: int, ove
         "created_by": command_line(),
         "data_root": str(data_root),
         "thresholds_rad": {"pi_6": PI_6, "pi_18": PI_18},
+        "same_image_sets": same_image_sets(runs),
         "units": {"acc_*": "fraction", "*_iou": "fraction (mean over images with both masks)",
                   "class_acc": "fraction", "*_deg": "degrees"},
         "runs": [],
@@ -511,6 +521,8 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
              f"Data: `{data_root}` · ntdm {__version__} · pose accuracy = error < threshold, error = "
              "‖logm(R_predᵀR_gt)‖_F/√2 (non-finite predictions count as 180°); IoU and accuracies in %.", "",
              "## Summary (all scored images)", "", _md_table(*summary_table(runs)), ""]
+    if not same_image_sets(runs):
+        parts += ["**Note:** the runs were scored on different image sets (column n); compare with care.", ""]
     h, rows = table1(runs)
     if len(h) > 1:
         parts += ["## By occlusion level (layout of the paper's table 1, i.i.d. images)", "", _md_table(h, rows), ""]
