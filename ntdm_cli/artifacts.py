@@ -234,3 +234,68 @@ def describe(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[str, s
             raise ArtifactError(f"{path}: damaged artifact, cannot list its datasets")
     return attrs, rows
 
+
+
+class LazyArtifact:
+    """An artifact kept open for reading parts of it on demand (large groups such as the per-image
+    masks of ``predictions``): ``attrs``, ``read(key)``, ``has(key)``, ``keys(group)``; a context
+    manager. Use :func:`open_artifact`."""
+
+    def __init__(self, path: Path, f: h5py.File, kind: str, schema_version: int):
+        self.path = path
+        self.kind = kind
+        self.schema_version = schema_version
+        self._f = f
+        self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+
+    def has(self, key: str) -> bool:
+        return key in self._f
+
+    def keys(self, group: str = "") -> list[str]:
+        node = self._f[group] if group else self._f
+        if not isinstance(node, h5py.Group):
+            raise ArtifactError(f"{self.path}: '{group}' is a dataset, not a group")
+        return list(node.keys())
+
+    def read(self, key: str, default: Any = None, *, required: bool = False) -> Any:
+        """One dataset (numpy array / str / list of str) or a whole group (nested dict)."""
+        if key not in self._f:
+            if required:
+                raise ArtifactError(f"{self.path}: {self.kind} artifact has no '{key}'")
+            return default
+        item = self._f[key]
+        try:
+            return _read_group(item) if isinstance(item, h5py.Group) else _read_value(item)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ArtifactError(f"{self.path}: damaged artifact, cannot read '{key}' ({exc.__class__.__name__})")
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "LazyArtifact":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_artifact(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> LazyArtifact:
+    """Open an artifact for on-demand reading, with the same kind/version checks as ``read_artifact``."""
+    path = Path(path)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    f = _open(path)
+    try:
+        found, version = _header(f, path)
+        if kinds is not None and found not in kinds:
+            raise ArtifactError(f"{path}: expected a {' or '.join(kinds)} artifact, found kind '{found}'")
+        expected = SCHEMA_VERSIONS.get(found)
+        if expected is None:
+            raise ArtifactError(f"{path}: unknown artifact kind '{found}'")
+        if version != expected:
+            raise ArtifactError(
+                f"{path}: {found} artifact has schema_version {version}, this ntdm reads version {expected}"
+            )
+    except BaseException:
+        f.close()
+        raise
+    return LazyArtifact(path, f, found, version)
