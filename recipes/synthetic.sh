@@ -1,13 +1,49 @@
 #!/usr/bin/env bash
-# Reproduces: the NTDM pipeline on ntdm's built-in synthetic PASCAL3D+-layout benchmark.
-# Stages in this version: only the foundation (artifacts, CLI, image->surface op) has landed;
-# the recipe grows with each stage. Run time: seconds. Outputs: none yet.
+# Reproduces: the NTDM pipeline (paper sec. 4: tables 1 and 2 layout) on ntdm's built-in synthetic
+# PASCAL3D+-layout benchmark: synth -> fit-deformer per category -> train-textures -> infer on the
+# val split (L0-L3 occlusion) and the OOD splits -> eval.
+#
+# Sizes (SCALE=tiny|demo|full; run time on 2 CPU cores):
+#   tiny  2 categories, a handful of images, minutes   (CI smoke test)
+#   demo  6 categories, small backbone, ~15 minutes     (make demo)
+#   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
+# Outputs in $OUT (default runs/synthetic-$SCALE): data/ (the dataset), deformers/*.h5, model.h5,
+# predictions.h5, overlays/*.png, meshes/*.obj, report/ (report.md, report.json, plots).
 set -euo pipefail
-OUT=${OUT:-demo-out}
 SCALE=${SCALE:-demo}
-mkdir -p "$OUT"
-echo "ntdm demo (SCALE=$SCALE) -> $OUT"
-ntdm --version
-ntdm --help
-echo "Only the foundation stage exists in this version: synth, fit-deformer, train-textures, infer"
-echo "and eval are not built yet, so there is no pipeline output to show."
+OUT=${OUT:-runs/synthetic-$SCALE}
+case "$SCALE" in
+  tiny)
+    CATS=car,bus; PER=8; OODPER=1; SIZE=96; EPOCHS=2; EVAL_LIMIT=2
+    FIT=(--set deformer.subdivisions=2 --set deformer.steps=60 --set deformer.hidden=64 --set deformer.pool_samples=4000 --set deformer.eval_samples=2000 --set deformer.cross_samples=500)
+    TRAIN=(--set train.backbone=small --set train.texture_size=32 --set train.feature_dim=32 --set train.batch_size=4 --set train.positives=100 --set train.negatives=200 --set train.bank_size=128 --set train.workers=0 --set train.lr=1e-3)
+    INFER=(--set infer.steps=10 --set infer.azimuths=8 --set infer.elevations=2 --set infer.thetas=1)
+    ;;
+  demo)
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=80; OODPER=3; SIZE=128; EPOCHS=12; EVAL_LIMIT=6
+    FIT=(--set deformer.subdivisions=3 --set deformer.steps=300 --set deformer.hidden=128 --set deformer.pool_samples=20000)
+    TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.9)
+    INFER=(--set infer.steps=60 --set infer.shortlist=2)
+    ;;
+  full)
+    CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=200; EVAL_LIMIT=200
+    FIT=(); TRAIN=(); INFER=(--set infer.shortlist=3)
+    ;;
+  *) echo "SCALE must be tiny, demo or full (got $SCALE)" >&2; exit 2 ;;
+esac
+mkdir -p "$OUT/deformers"
+echo "== ntdm synthetic pipeline, SCALE=$SCALE -> $OUT"
+ntdm synth "$OUT/data" --categories "$CATS" --per-category "$PER" --size "$SIZE" --occlusion L1,L2,L3 \
+  --ood all --ood-per-category "$OODPER" --seed 0 --workers 2
+for c in ${CATS//,/ }; do
+  [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$OUT/data/CAD/$c" --category "$c" \
+    -o "$OUT/deformers/$c.h5" "${FIT[@]}"
+done
+ntdm train-textures --data "$OUT/data" --deformers "$OUT/deformers" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN[@]}"
+ntdm infer --data "$OUT/data" --split val --occlusion 0,1,2,3 --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
+  -o "$OUT/predictions.h5" --overlay "$OUT/overlays" --export "$OUT/meshes" "${INFER[@]}"
+ntdm infer --data "$OUT/data" --split val --nuisance all --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
+  -o "$OUT/predictions_ood.h5" "${INFER[@]}"
+ntdm eval "$OUT/predictions.h5" --data "$OUT/data" --out "$OUT/report" --labels ntdm
+ntdm eval "$OUT/predictions_ood.h5" --data "$OUT/data" --out "$OUT/report_ood" --labels ntdm-ood
+echo "== done: report $OUT/report/report.md (OOD: $OUT/report_ood/report.md), overlays $OUT/overlays, meshes $OUT/meshes"
