@@ -1,8 +1,8 @@
 """``ntdm synth``: a procedural benchmark in PASCAL3D+ / Occluded-PASCAL3D+ / OOD-CV layout.
 
 Every image is one instance of a procedural CAD subtype (mild random per-axis scale) at a random
-viewpoint, rendered with ntdm's own rasterizer (:func:`ntdm_cli.render.render_rgb`, Phong or Lambert
-with a random light) and per-part solid textures, over a random procedural background. The viewpoint
+viewpoint, rasterized with ntdm's own rasterizer (:func:`ntdm_cli.render.rasterize` on the annotated camera)
+and shaded (Blinn-Phong or Lambert, random light) with per-part solid textures, over a random procedural background. The viewpoint
 written to the ``.mat`` record is exactly the camera used to render (DESIGN.md's convention; the
 record stores PASCAL3D+ units: degrees and 1-based pixel coordinates, see :mod:`ntdm_cli.data.pascal3d`).
 
@@ -258,36 +258,54 @@ def place_camera(verts: np.ndarray, inst: dict, cfg: SynthConfig) -> dict:
 
 
 def render_instance(inst: dict, viewpoint: dict, cfg: SynthConfig, category: str) -> tuple[np.ndarray, np.ndarray]:
-    """Render the textured instance: returns (object rgb (S, S, 3) float32 in [0, 1], mask (S, S) bool)."""
+    """Render the textured instance with ntdm's rasterizer (:func:`ntdm_cli.render.rasterize` on
+    :func:`ntdm_cli.render.camera.project`, the annotated camera) and shade the fragments: per-part solid
+    texture (albedo at the object-frame surface point), flat face normals, Lambert or Blinn-Phong with
+    the instance's light (given in the camera frame). Returns (rgb (S, S, 3) float32 in [0, 1],
+    mask (S, S) bool)."""
     import torch
 
-    from ntdm_cli.render import interpolate_vertex_attributes, render_rgb
-    from ntdm_cli.render.camera import Viewpoint
+    from ntdm_cli.render import rasterize
+    from ntdm_cli.render.camera import Viewpoint, camera_center, pose_rotation, project
 
     model = cads.build_cad(category, inst["subtype"])
     verts, faces, part_ids = model.mesh()
     S = cfg.size
-    vw = torch.as_tensor(verts * inst["scale"], dtype=torch.float32)[None]
-    f = torch.as_tensor(faces, dtype=torch.int64)
-    vp = Viewpoint.create(**viewpoint, dtype=torch.float32)
-    white = torch.ones_like(vw)
-    light = {"direction": torch.as_tensor(inst["light_dir"], dtype=torch.float32), "ambient": inst["ambient"],
-             "diffuse": inst["diffuse"], "specular": inst["specular"], "shininess": 24.0}
-    shade, mask, frags = render_rgb(vw, f, vp, (S, S), vertex_colors=white, light=light, shading=inst["shading"])
-    mask = mask[0].numpy()
-    shade = shade[0].numpy().astype(np.float32)
-    # per-part solid textures evaluated at the object-frame surface point of every covered pixel
-    obj = interpolate_vertex_attributes(frags, f, torch.as_tensor(verts, dtype=torch.float32)[None])[0].numpy()
+    world = verts * inst["scale"]
+    vp = Viewpoint.create(**viewpoint, dtype=torch.float64)
+    screen = project(torch.as_tensor(world)[None], vp).float()
+    frags = rasterize(screen, torch.as_tensor(faces), image_size=(S, S), faces_per_pixel=1)
     p2f = frags.pix_to_face[0, :, :, 0].numpy()
-    rgb = np.zeros((S, S, 3), np.float32)
-    cov = p2f >= 0
-    pid = np.full(p2f.shape, -1, np.int64)
-    pid[cov] = part_ids[p2f[cov]]
-    for k in np.unique(pid[cov]):
+    mask = p2f >= 0
+    fid = p2f[mask]
+    bary = frags.bary_coords[0, :, :, 0][torch.as_tensor(mask)].double().numpy()  # (M, 3)
+    tri = faces[fid]  # (M, 3)
+    obj_pts = np.einsum("mk,mkd->md", bary, verts[tri])  # object frame (texture space)
+    world_pts = np.einsum("mk,mkd->md", bary, world[tri])
+    # flat normals (world), turned towards the camera (parts may be seen from inside at intersections)
+    fn = np.cross(world[faces[:, 1]] - world[faces[:, 0]], world[faces[:, 2]] - world[faces[:, 0]])
+    fn /= np.maximum(np.linalg.norm(fn, axis=1, keepdims=True), 1e-12)
+    n = fn[fid]
+    R = pose_rotation(vp.azimuth, vp.elevation, vp.theta)[0].numpy()
+    C = camera_center(vp.azimuth, vp.elevation, vp.distance)[0].numpy()
+    v = C[None] - world_pts
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    n = np.where((np.einsum("md,md->m", n, v) < 0)[:, None], -n, n)
+    light = R.T @ inst["light_dir"]  # camera frame -> world
+    ndl = np.clip(n @ light, 0, None)
+    albedo = np.zeros((len(fid), 3), np.float32)
+    pid = part_ids[fid]
+    for k in np.unique(pid):
         sel = pid == k
-        rgb[sel] = procedural.shade_pattern(obj[sel], inst["materials"][int(k)])
-    rgb = np.clip(rgb * shade, 0, 1)
-    return rgb, mask & cov
+        albedo[sel] = procedural.shade_pattern(obj_pts[sel].astype(np.float32), inst["materials"][int(k)])
+    col = albedo * (inst["ambient"] + inst["diffuse"] * ndl)[:, None]
+    if inst["shading"] == "phong" and inst["specular"] > 0:
+        h = light[None] + v
+        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
+        col += inst["specular"] * (np.clip(np.einsum("md,md->m", n, h), 0, None) ** 24.0)[:, None] * (ndl > 0)[:, None]
+    rgb = np.zeros((S, S, 3), np.float32)
+    rgb[mask] = np.clip(col, 0, 1)
+    return rgb, mask
 
 
 def _bbox_1based(mask: np.ndarray) -> list[float]:
