@@ -65,7 +65,7 @@ class SynthConfig:
     seed: int = 0
     workers: int = 1
     shading: str = "phong"  # phong | lambert | mixed
-    fill: list = field(default_factory=lambda: [0.5, 0.8])  # object diagonal / image size
+    fill: list = field(default_factory=lambda: [0.65, 0.95])  # object 3D diagonal / image size
     viewport: float = 3000.0
     jpeg_quality: int = 92
 
