@@ -52,3 +52,27 @@ def icosphere(subdivisions: int = 4, dtype=torch.float32) -> tuple[torch.Tensor,
     flip = (normal * tri.mean(1)).sum(1) < 0
     f[flip] = f[flip][:, [0, 2, 1]]
     return v.to(dtype), f
+
+
+def sphere_screen_verts(batch: int, subdivisions: int, image_size: tuple[int, int], coverage: float = 0.25,
+                        distance: float = 5.0, dtype=torch.float32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A unit-radius icosphere scaled to cover about ``coverage`` of an (H, W) image, seen by ``batch``
+    PASCAL3D+ cameras on a pose grid (azimuth × elevation × theta, like the inference's initial
+    hypotheses) at ``distance``; principal point at the image centre, slightly jittered.
+    Returns (screen verts (batch, V, 3), faces (F, 3))."""
+    import math
+
+    from ntdm_cli.render.camera import Viewpoint, project
+
+    H, W = image_size
+    verts, faces = icosphere(subdivisions, dtype=torch.float64)
+    focal_px = 3000.0
+    R = math.sqrt(coverage * H * W / math.pi)  # silhouette radius, pixels
+    radius = R * distance / math.sqrt(focal_px ** 2 + R ** 2)
+    g = torch.Generator().manual_seed(seed)
+    i = torch.arange(batch, dtype=torch.float64)
+    vp = Viewpoint.create(
+        azimuth=(i % 12) * (2 * math.pi / 12), elevation=((i // 12) % 4) * 0.3 - 0.3, theta=((i // 48) % 3 - 1) * 0.3,
+        distance=distance, px=W / 2 + torch.randn(batch, generator=g, dtype=torch.float64),
+        py=H / 2 + torch.randn(batch, generator=g, dtype=torch.float64), dtype=torch.float64)
+    return project(verts * radius, vp).to(dtype), faces
