@@ -460,7 +460,7 @@ def _crop_sizes(cfg: SynthConfig) -> dict[str, list[int]]:
     return out
 
 
-def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, config_yaml: str = "", show_progress: bool = True) -> SynthSummary:
+def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, config_yaml: str = "") -> SynthSummary:
     """Write (or complete) the synthetic benchmark under ``out``; see the module docstring for the
     layout. Returns counts and timings; writes ``out/dataset_index.h5`` (kind dataset-index)."""
     cfg.validate()
