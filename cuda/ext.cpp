@@ -3,6 +3,7 @@
 
 namespace ntdm {
 void register_image_to_surface(pybind11::module& m);
+void register_rasterize(pybind11::module& m);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -13,4 +14,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("with_cuda") = false;
 #endif
   ntdm::register_image_to_surface(m);
+  ntdm::register_rasterize(m);
 }

@@ -213,7 +213,7 @@ def read_record(path: str | os.PathLike) -> Record:
         raise NtdmError(f"{path}: annotation file not found")
     try:
         mat = scipy.io.loadmat(str(path))
-    except (ValueError, OSError, TypeError, zipfile.BadZipFile, EOFError, NotImplementedError) as exc:
+    except Exception as exc:  # noqa: BLE001 - scipy raises many types (MatReadError, ValueError, ...)
         raise NtdmError(f"{path}: not a readable .mat file ({exc.__class__.__name__})")
     try:
         rec = mat["record"][0, 0]
