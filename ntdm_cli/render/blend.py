@@ -8,7 +8,10 @@ Every function returns (image (N, H, W, C), alpha (N, H, W)).
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from ntdm_cli.render.rasterize import Fragments
 
@@ -51,19 +54,24 @@ def silhouette(fragments: Fragments, sigma: float | None = None) -> torch.Tensor
 def softras_blend(colors: torch.Tensor, fragments: Fragments, sigma: float = 1e-4, gamma: float = 1e-4,
                   background: float | torch.Tensor = 0.0, eps: float = 1e-10, znear: float = 1.0,
                   zfar: float = 100.0):
-    """SoftRas (Liu et al., seed 004 eq. 2 and 9): D_k = sigmoid(−d_k/σ); weights
-    w_k ∝ D_k·exp(z̃_k/γ) with normalised inverse depth z̃ = (zfar − z)/(zfar − znear) and the
-    background weight exp(ε/γ); alpha = 1 − Π(1 − D_k). Reduces to hard blending as σ, γ → 0."""
+    """SoftRas (Liu et al., seed 004 eq. 2 and 9): D_k = sigmoid(−d_k/σ) (d signed squared pixel
+    distance); colour weights w_k = D_k·exp(z̃_k/γ) / (Σ_j D_j·exp(z̃_j/γ) + exp(ε/γ)) with the normalised
+    inverse depth z̃ = (zfar − z)/(zfar − znear) and the background weight exp(ε/γ); alpha = 1 − Π(1 − D_k).
+
+    Eq. 9 is evaluated exactly as a softmax over the logits log D_k + z̃_k/γ and ε/γ (PyTorch3D instead
+    subtracts the max of z̃ alone and clamps the background weight at ε, which lets the background win
+    over a covering face that is slightly behind an uncovering one). Reduces to hard blending as σ → 0
+    and then γ → 0 (σ must vanish faster than γ: an outside face has log D = −d/σ against z̃/γ).
+    """
     colors = _per_fragment(colors, fragments)
     valid = fragments.pix_to_face >= 0
-    prob = torch.sigmoid(-fragments.dists / sigma) * valid
-    alpha = 1 - torch.prod(1 - prob, dim=-1)
-    z_inv = (zfar - fragments.zbuf) / (zfar - znear) * valid
-    z_inv_max = z_inv.max(dim=-1, keepdim=True).values.clamp_min(eps)
-    weights = prob * torch.exp((z_inv - z_inv_max) / gamma)
-    delta = torch.exp((eps - z_inv_max) / gamma).clamp_min(eps)
-    denom = weights.sum(-1, keepdim=True) + delta
-    image = ((weights[..., None] * colors).sum(-2) + delta * _background(background, colors)) / denom
+    log_d = F.logsigmoid(-fragments.dists / sigma)
+    alpha = 1 - torch.prod(1 - torch.exp(log_d) * valid, dim=-1)
+    z_inv = (zfar - fragments.zbuf) / (zfar - znear)
+    logits = torch.where(valid, log_d + z_inv / gamma, torch.full_like(log_d, -math.inf))
+    logits = torch.cat([logits, torch.full_like(logits[..., :1], eps / gamma)], -1)
+    w = torch.softmax(logits, dim=-1)
+    image = (w[..., :-1, None] * colors).sum(-2) + w[..., -1:] * _background(background, colors)
     return image, alpha
 
 
