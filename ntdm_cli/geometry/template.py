@@ -65,7 +65,9 @@ def mesh_edges(faces: torch.Tensor) -> torch.Tensor:
     """(E, 2) int64 unique undirected edges (i < j) of ``faces`` (F, 3)."""
     e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]], 0)
     e = torch.sort(e, dim=1).values
-    return torch.unique(e, dim=0)
+    n = int(faces.max()) + 1 if faces.numel() else 1
+    key = torch.unique(e[:, 0] * n + e[:, 1])                  # unique(dim=0) is slow on CPU
+    return torch.stack([key // n, key % n], 1)
 
 
 def _icosahedron() -> tuple[np.ndarray, np.ndarray]:
