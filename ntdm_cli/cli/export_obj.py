@@ -1,0 +1,35 @@
+"""``ntdm export-obj``: write meshes from an artifact as Wavefront OBJ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ntdm_cli.cli.common import existing_file
+from ntdm_cli.console import out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export-obj")
+    def export_obj_cmd(
+        artifact: Path = typer.Argument(..., help="A deformer artifact (.h5).", show_default=False),
+        output: Path = typer.Option(..., "--output", "-o", help="The .obj to write (a folder with --all).",
+                                    show_default=False),
+        latent: Optional[str] = typer.Option(None, "--latent", help="The shape of CAD K (0-based index or "
+                                             "CAD name)."),
+        mean: bool = typer.Option(False, "--mean", help="The shape of the mean latent."),
+        all_: bool = typer.Option(False, "--all", help="One OBJ per CAD into the --output folder."),
+        scale: float = typer.Option(1.0, "--scale", help="Multiply the coordinates by this factor."),
+        uv: bool = typer.Option(False, "--uv", help="Also write the template UVs with a checker texture "
+                                "(.mtl + .png next to each OBJ)."),
+    ) -> None:
+        """Export shapes as OBJ: a CAD's fitted shape ([bold]--latent[/bold]), the mean shape
+        ([bold]--mean[/bold]) or all CADs ([bold]--all[/bold]). Model and predictions artifacts come later."""
+        from ntdm_cli.geometry.export import ExportRequest, export_obj
+
+        existing_file(artifact, "ARTIFACT")
+        paths = export_obj(artifact, output, ExportRequest(latent=latent, mean=mean, all=all_, scale=scale, uv=uv))
+        for p in paths:
+            out.print(str(p))
