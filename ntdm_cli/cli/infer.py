@@ -141,7 +141,7 @@ def infer_cmd(
             preds.append(p)
             rate = len(preds) / (time.perf_counter() - t0)
             prog.update(task, advance=1, info=f"{p.category} loss {p.result.loss:.3f}  {rate:.2f} img/s")
-            stem = Path(p.image_id).name.rsplit(".", 1)[0].replace("|", "_")
+            stem = p.image_id.rsplit(".", 1)[0].replace("/", "__").replace("|", "_").replace(" ", "_").lstrip("._")
             template = model.deformers[p.category].template
             if overlay is not None:
                 target = overlay / f"{stem}.png" if several else overlay

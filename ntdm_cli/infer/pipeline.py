@@ -145,7 +145,7 @@ def infer_one(inp: InferInput, model: NTDMModel, cfg: InferConfig, device, gener
               features: torch.Tensor | None = None) -> Prediction:
     t0 = time.perf_counter()
     if features is None:
-        image = torch.from_numpy(inp.crop).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
+        image = torch.from_numpy(np.array(inp.crop)).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
         with torch.no_grad():
             features = model.backbone(image)
     t_feat = time.perf_counter() - t0

@@ -204,7 +204,7 @@ def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> So
                 hyp.distance.clamp_(min=0.5)
                 hyp.log_scale.clamp_(-1.0, 1.0)
                 hyp.elevation.clamp_(-math.pi / 2, math.pi / 2)
-            cur = float(loss.min())
+            cur = float(loss.detach().min())
             history.append(cur)
             if cur < best_seen - cfg.early_stop_tol:
                 best_seen, stall = cur, 0

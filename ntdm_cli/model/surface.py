@@ -16,18 +16,8 @@ from ntdm_cli.render import (
     project,
     rasterize,
     sample_texture,
+    vertex_normals,
 )
-
-
-def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals (N, V, 3) of meshes verts (N, V, 3) sharing faces (F, 3)
-    (counter-clockwise seen from outside, as the template's)."""
-    v0, v1, v2 = (verts[:, faces[:, k]] for k in range(3))
-    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)  # (N, F, 3), length = 2·area
-    normals = torch.zeros_like(verts)
-    for k in range(3):
-        normals = normals.index_add(1, faces[:, k], fn)
-    return F.normalize(normals, dim=-1)
 
 
 @dataclass

@@ -15,10 +15,8 @@ from ntdm_cli.errors import NtdmError
 VP_KEYS = ("azimuth", "elevation", "theta", "distance", "focal", "px", "py", "viewport")
 
 
-def is_calibration(image_id: str, fraction: float) -> bool:
-    """Deterministic held-out calibration membership (hash of the image id)."""
-    h = int(hashlib.sha1(image_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return h < fraction
+def _id_hash(image_id: str) -> int:
+    return int(hashlib.sha1(image_id.encode()).hexdigest()[:12], 16)
 
 
 @dataclass
@@ -33,7 +31,7 @@ class TrainingSet(torch.utils.data.Dataset):
 
     Items: dict(image (3, H, W) float32 in [0, 1], category (int), cad (int, 0-based),
     viewpoint (8,) float64 in VP_KEYS order, mask (H, W) bool (annotated amodal mask or all False),
-    has_mask (bool))."""
+    has_mask (bool), instance_scale (3,) float32 (1 when not annotated))."""
 
     def __init__(self, root, categories: list[str], split: str = "train", limit: int | None = None,
                  crop_hw: tuple[int, int] | None = None):
@@ -49,7 +47,14 @@ class TrainingSet(torch.utils.data.Dataset):
         self.cat_index = [self.categories.index(e.category) for e in self.dataset.entries]
 
     def split(self, calib_fraction: float) -> Split:
-        calib = [i for i, k in enumerate(self.ids) if is_calibration(k, calib_fraction)]
+        """Hold out ``calib_fraction`` of each category (at least one image where a category has two or
+        more) as the calibration split, chosen by a hash of the image id (stable across runs)."""
+        calib: list[int] = []
+        if calib_fraction > 0:
+            for c in range(len(self.categories)):
+                rows = sorted((i for i, ci in enumerate(self.cat_index) if ci == c), key=lambda i: _id_hash(self.ids[i]))
+                if len(rows) >= 2:
+                    calib += rows[: max(1, round(calib_fraction * len(rows)))]
         cset = set(calib)
         train = [i for i in range(len(self.ids)) if i not in cset]
         if not train:
@@ -62,7 +67,7 @@ class TrainingSet(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         sample = self.dataset[i]
         out, _ = preprocess(sample, self.crop_hw, self.dataset.target_distance)
-        image = torch.from_numpy(np.ascontiguousarray(out.image)).permute(2, 0, 1).float() / 255.0
+        image = torch.from_numpy(np.array(out.image)).permute(2, 0, 1).float() / 255.0
         mask = out.amodal_mask
         has_mask = mask is not None
         if mask is None:
@@ -72,6 +77,9 @@ class TrainingSet(torch.utils.data.Dataset):
             "category": self.categories.index(out.category),
             "cad": int(out.cad_index),
             "viewpoint": torch.tensor([float(out.viewpoint[k]) for k in VP_KEYS], dtype=torch.float64),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask)),
+            "mask": torch.from_numpy(np.array(mask, dtype=bool)),
             "has_mask": has_mask,
+            # per-axis scale of the instance relative to its CAD, when the annotation has it (synth)
+            "instance_scale": torch.tensor(out.instance_scale if out.instance_scale else (1.0, 1.0, 1.0),
+                                           dtype=torch.float32),
         }

@@ -187,6 +187,7 @@ def _collate(items: list[dict]) -> dict:
         "cad": torch.tensor([it["cad"] for it in items]),
         "viewpoint": torch.stack([it["viewpoint"] for it in items]),
         "mask": torch.stack([it["mask"] for it in items]),
+        "instance_scale": torch.stack([it["instance_scale"] for it in items]),
     }
 
 
@@ -199,6 +200,7 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
     feats = ddp_backbone(images)  # (B, d, h, w)
     h, w = feats.shape[-2:]
     verts = torch.stack([shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
+    verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
     vp = _viewpoints(batch["viewpoint"], device)
     with torch.no_grad():
         surf = rasterize_surface(verts, template.faces, template.verts_uvs, template.faces_uvs, vp, (h, w),
