@@ -231,7 +231,7 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
     n = max(len(used), 1)
     return {"loss": float(loss.detach()), "inner": sum(float(p.inner) for p in used) / n,
             "cross": sum(float(p.cross) for p in used) / n, "ml": sum(float(p.ml) for p in used) / n,
-            "pairs": sum(p.pairs for p in used), "images": len(cats)}
+            "pairs": sum(p.pairs for p in used), "images": len(cats), "used": len(used)}
 
 
 def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: TrainConfig, device: torch.device,
@@ -321,7 +321,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                 torch.utils.data.Subset(dataset, order), batch_size=cfg.batch_size, shuffle=False,
                 num_workers=cfg.workers, collate_fn=_collate, persistent_workers=False)
             sums = {"loss": 0.0, "inner": 0.0, "cross": 0.0, "ml": 0.0}
-            nb, t0, nimg = 0, time.perf_counter(), 0
+            nb, t0, nimg, nused = 0, time.perf_counter(), 0, 0
             for step, batch in enumerate(loader):
                 gen = _gen(cfg.seed, 2, epoch, step, rank)
                 parts = train_step(batch, backbone, ddp, textures, bank, omega, shapes, template, cfg, optimizer,
@@ -330,9 +330,14 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                     sums[k] += parts[k]
                 nb += 1
                 nimg += parts["images"]
+                nused += parts["used"]
                 rate = nimg * world / max(time.perf_counter() - t0, 1e-9)
                 prog.update(task, advance=1, info=f"ep {epoch + 1}/{cfg.epochs} loss {parts['loss']:.3f} "
                             f"(in {parts['inner']:.2f} cross {parts['cross']:.2f} ml {parts['ml']:.2f}) {rate:.1f} img/s")
+            if nused == 0:
+                raise NtdmError(f"{data_root}: no object texels were visible in any training image of epoch "
+                                f"{epoch + 1}; the crop {dataset.crop_hw} gives a {dataset.crop_hw[0] // STRIDE}×"
+                                f"{dataset.crop_hw[1] // STRIDE} feature map, too coarse for the texture (use larger images)")
             for k in sums:
                 curves[k].append(sums[k] / max(nb, 1))
             curves["lr"].append(optimizer.param_groups[0]["lr"])

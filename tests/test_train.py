@@ -1,0 +1,84 @@
+"""train-textures on a tiny synthetic set: loss, artifact, resume, torchrun, errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ntdm_cli.artifacts import read_artifact
+from ntdm_cli.model.io import load_model
+from tests.conftest import TINY_TRAIN, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_model_artifact_reads_back(tiny_pipeline):
+    model = load_model(tiny_pipeline.model)
+    assert model.categories == ["bus", "car"]
+    assert model.texture_size == 32 and model.feature_dim == 16 and model.num_bins == 7
+    for c in model.categories:
+        t = model.textures[c]
+        assert t.theta.shape == (7, 32, 32, 16)
+        assert torch.allclose(t.theta.norm(dim=-1), torch.ones(()), atol=1e-4)
+        assert t.counts.sum() > 0  # observed texels exist
+    art = read_artifact(tiny_pipeline.model, "model")
+    assert art.attrs["crop_hw"] and "train" in art.config
+    curves = art["curves"]
+    assert len(curves["loss"]) == 2 and np.isfinite(curves["loss"]).all()
+    assert art["calibration/confusion"].shape == (2, 2)
+    feats = model.backbone.eval()(torch.rand(1, 3, 64, 64))
+    assert feats.shape == (1, 16, 8, 8)
+
+
+def test_loss_decreases_and_resume_reproduces(tiny_pipeline, tmp_path):
+    """Four epochs lower the loss; 2 epochs + resume for 2 more equals 4 epochs straight."""
+    common = ["--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers), *TINY_TRAIN]
+    straight = tmp_path / "straight.h5"
+    run_cli("train-textures", *common, "-o", str(straight), "--epochs", "4")
+    loss = read_artifact(straight, "model")["curves/loss"]
+    assert loss[-1] < loss[0]
+    first = tmp_path / "first.h5"
+    run_cli("train-textures", *common, "-o", str(first), "--epochs", "2")
+    resumed = tmp_path / "resumed.h5"
+    run_cli("train-textures", *common, "-o", str(resumed), "--epochs", "4", "--resume", str(first) + ".ckpt.h5")
+    a, b = load_model(straight), load_model(resumed)
+    for k, v in a.backbone.state_dict().items():
+        torch.testing.assert_close(v, b.backbone.state_dict()[k], rtol=1e-5, atol=1e-6)
+    for c in a.categories:
+        torch.testing.assert_close(a.textures[c].theta, b.textures[c].theta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(read_artifact(resumed, "model")["curves/loss"], loss, rtol=1e-5)
+
+
+def test_torchrun_two_processes(tiny_pipeline, tmp_path):
+    out = tmp_path / "ddp.h5"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NTDM_NO_PROGRESS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
+           "-m", "ntdm_cli", "--device", "cpu", "train-textures", "--data", str(tiny_pipeline.data),
+           "--deformers", str(tiny_pipeline.deformers), "-o", str(out), "--epochs", "1", *TINY_TRAIN]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert out.exists() and not (tmp_path / "ddp.h5.tmp").exists()
+    assert r.stdout.count("wrote") == 1  # only rank 0 reports and writes
+    model = load_model(out)
+    assert model.categories == ["bus", "car"]
+
+
+def test_bad_inputs(tiny_pipeline, tmp_path):
+    from ntdm_cli.cli.main import main
+
+    def code(*args):
+        with pytest.raises(SystemExit) as e:
+            main(list(args))
+        return e.value.code
+
+    base = ["train-textures", "--data", str(tiny_pipeline.data), "-o", str(tmp_path / "m.h5")]
+    assert code(*base, "--deformers", str(tmp_path / "none*.h5")) == 2
+    assert code(*base, "--deformers", str(tiny_pipeline.model)) == 1  # a model is not a deformer
+    assert code(*base, "--deformers", str(tiny_pipeline.deformers), "--set", "train.momentum=2") == 2
+    assert code("train-textures", "--data", str(tmp_path / "nowhere"), "--deformers", str(tiny_pipeline.deformers),
+                "-o", str(tmp_path / "m.h5")) == 2
+    assert not (tmp_path / "m.h5").exists()
