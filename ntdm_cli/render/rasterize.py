@@ -146,7 +146,9 @@ def rasterize(
     verts: (N, V, 3) float32/float64 screen coordinates (pixel x, pixel y, depth), e.g. from
         :func:`ntdm_cli.render.camera.project`. faces: (F, 3) int64. image_size: (H, W) pixels.
     faces_per_pixel: K nearest faces kept per pixel. blur_radius: pixels; faces whose edge is within
-        this distance of a pixel centre also count (with positive ``dists``).
+        this distance of a pixel centre also count (with positive ``dists``). The K nearest are kept
+        whether or not they cover the pixel, so soft blending needs K large enough (e.g. 8 for a
+        radius of one pixel on a finely tessellated mesh) for the covering face to stay in the list.
     perspective_correct: barycentrics (and depth) interpolated in 3D rather than in screen space.
     cull_backfaces: ignore faces seen from behind (see the module docstring).
     clip_barycentric_coords: clip barycentrics to the face (default: when blur_radius > 0).
