@@ -93,6 +93,13 @@ NTDM_HD bool pixel_test(const FaceVerts<T>& fv, T px, T py, const RasterOpts& o,
   const T e0 = (fv.x2 - fv.x1) * (py - fv.y1) - (fv.y2 - fv.y1) * (px - fv.x1);
   const T e1 = (fv.x0 - fv.x2) * (py - fv.y2) - (fv.y0 - fv.y2) * (px - fv.x2);
   const T e2 = (fv.x1 - fv.x0) * (py - fv.y0) - (fv.y1 - fv.y0) * (px - fv.x0);
+  if (!(blur2 > T(0))) {
+    // early out, before the divisions: l_i = e_i / area >= 0 iff e_i has the sign of area (or is 0;
+    // e_i / area cannot underflow to 0 for the pixel-scale values involved)
+    const bool outside = fv.area > T(0) ? (e0 < T(0) || e1 < T(0) || e2 < T(0))
+                                        : (e0 > T(0) || e1 > T(0) || e2 > T(0));
+    if (outside) return false;
+  }
   T l0 = e0 / fv.area, l1 = e1 / fv.area, l2 = e2 / fv.area;
   const bool inside = l0 >= T(0) && l1 >= T(0) && l2 >= T(0);
   if (!inside) {

@@ -146,7 +146,9 @@ def rasterize(
     verts: (N, V, 3) float32/float64 screen coordinates (pixel x, pixel y, depth), e.g. from
         :func:`ntdm_cli.render.camera.project`. faces: (F, 3) int64. image_size: (H, W) pixels.
     faces_per_pixel: K nearest faces kept per pixel. blur_radius: pixels; faces whose edge is within
-        this distance of a pixel centre also count (with positive ``dists``).
+        this distance of a pixel centre also count (with positive ``dists``). The K nearest are kept
+        whether or not they cover the pixel, so soft blending needs K large enough (e.g. 8 for a
+        radius of one pixel on a finely tessellated mesh) for the covering face to stay in the list.
     perspective_correct: barycentrics (and depth) interpolated in 3D rather than in screen space.
     cull_backfaces: ignore faces seen from behind (see the module docstring).
     clip_barycentric_coords: clip barycentrics to the face (default: when blur_radius > 0).
@@ -302,19 +304,19 @@ def fragments_from_pix_to_face(verts: torch.Tensor, faces: torch.Tensor, pix_to_
     dtype = verts.dtype
     px = (pix % W).to(dtype) + 0.5
     py = (pix // W).to(dtype) + 0.5
-    vidx = (faces[f] + (n * V)[:, None]).reshape(-1)
-    tri = verts.reshape(N * V, 3).index_select(0, vidx).reshape(-1, 3, 3)
-    x0, y0, z0 = tri[:, 0].unbind(-1)
-    x1, y1, z1 = tri[:, 1].unbind(-1)
-    x2, y2, z2 = tri[:, 2].unbind(-1)
+    # gather coordinate-major so that every term below is a contiguous (M,) vector
+    vidx = (faces[f] + (n * V)[:, None]).t().reshape(-1)  # (3 * M,) vertex-major
+    g = verts.reshape(N * V, 3).t().contiguous().index_select(1, vidx).view(3, 3, -1)  # (coord, vertex, M)
+    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = g[0], g[1], g[2]
     area = _face_area(x0, y0, x1, y1, x2, y2)
     inside, (b0, b1, b2), z, d2 = _face_pixel_terms(x0, y0, z0, x1, y1, z1, x2, y2, z2, area, px, py,
                                                     perspective_correct, clip_barycentric_coords, True)
+    bary = torch.stack([b0, b1, b2], -1)
     dist = torch.where(inside, -d2, d2)
     total = N * H * W * K
     zbuf = verts.new_full((total,), -1.0).index_copy(0, idx, z).reshape(N, H, W, K)
     dists = verts.new_full((total,), -1.0).index_copy(0, idx, dist).reshape(N, H, W, K)
-    bary = verts.new_full((total, 3), -1.0).index_copy(0, idx, torch.stack([b0, b1, b2], -1))
+    bary = verts.new_full((total, 3), -1.0).index_copy(0, idx, bary)
     return Fragments(pix_to_face, zbuf, bary.reshape(N, H, W, K, 3), dists)
 
 
