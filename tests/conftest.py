@@ -49,6 +49,6 @@ def tiny_pipeline(tmp_path_factory) -> TinyPipeline:
         run_cli("fit-deformer", "--cads", str(data / "CAD" / cat), "--category", cat, "-o", str(defs / f"{cat}.h5"),
                 *TINY_FIT)
     model = root / "model.h5"
-    run_cli("train-textures", "--data", str(data), "--deformers", str(defs), "-o", str(model), "--epochs", "2",
+    run_cli("train-textures", "--data", str(data), "--deformers", str(defs), "-o", str(model), "--epochs", "3",
             *TINY_TRAIN)
     return TinyPipeline(root, data, defs, model)

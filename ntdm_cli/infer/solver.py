@@ -119,9 +119,23 @@ class RenderCompare:
         self.bg = (features[0].permute(1, 2, 0) @ bank.T).amax(-1) if not cfg.no_background \
             else torch.zeros(self.h, self.w, device=features.device)  # (h, w)
         self.px, self.py = principal
+        # With linear latent conditioning Γ(z) = s ⊙ (v + Σ_k z_k D_k) exactly: precompute the basis D
+        # once instead of running the MLP for every hypothesis at every step.
+        self.basis = None
+        if getattr(deformer, "conditioning", "") == "linear":
+            with torch.no_grad():
+                eye = torch.eye(deformer.num_latents, device=features.device)
+                self.basis = deformer.displacement(eye)  # (K, V, 3)
+                self.base = deformer.template_verts  # (V, 3)
+                self.shape_scale = deformer.scale  # (3,)
 
     def verts(self, hyp: Hypotheses) -> torch.Tensor:
-        v = self.deformer(hyp.latent)  # (N, V, 3)
+        """Vertices (N, V, 3) of the hypotheses: s′ ⊙ Γ(z)."""
+        if self.basis is not None:
+            disp = torch.einsum("nk,kvc->nvc", hyp.latent.to(self.basis.dtype), self.basis)
+            v = self.shape_scale * (self.base + disp)
+        else:
+            v = self.deformer(hyp.latent)
         return v * hyp.log_scale.exp().unsqueeze(1)
 
     def viewpoint(self, hyp: Hypotheses) -> Viewpoint:

@@ -1,0 +1,113 @@
+"""infer: render-and-compare on a tiny model and on noiseless rendered features; outputs; errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import trimesh
+
+from ntdm_cli.artifacts import read_artifact
+from ntdm_cli.infer.solver import InferConfig, RenderCompare, solve
+from ntdm_cli.model.backbone import STRIDE
+from ntdm_cli.model.io import load_model
+from ntdm_cli.model.surface import rasterize_surface, render_features
+from ntdm_cli.model.texture import NeuralTexture
+from ntdm_cli.render import pose_rotation
+from tests.conftest import run_cli
+
+FAST = ["--set", "infer.steps=8", "--set", "infer.azimuths=6", "--set", "infer.elevations=2", "--set", "infer.thetas=1"]
+
+
+def _rotation_error(a, b):
+    R = a.transpose(-1, -2) @ b
+    return torch.arccos(((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
+
+
+def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline):
+    """Ground-truth textures and a rendered feature map: the rotation comes back within π/18."""
+    model = load_model(tiny_pipeline.model)
+    deformer = model.deformers["car"].requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    tex = NeuralTexture(3, 32, 16, generator=g)
+    tex.counts += 1
+    truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
+                 distance=torch.tensor([5.0]))
+    cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, no_background=False)
+    bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    h = w = 16
+    with torch.no_grad():
+        from ntdm_cli.infer.solver import Hypotheses
+
+        z = deformer.latents[1:2].float()
+        hyp = Hypotheses(truth["azimuth"], truth["elevation"], truth["theta"], truth["distance"], z, torch.zeros(1, 3))
+        rc0 = RenderCompare(torch.zeros(1, 16, h, w), deformer, tex, bank, cfg, 5.0, (w * STRIDE / 2, h * STRIDE / 2))
+        surf = rasterize_surface(rc0.verts(hyp), deformer.template.faces, deformer.template.verts_uvs,
+                                 deformer.template.faces_uvs, rc0.viewpoint(hyp), (h, w), float(STRIDE), 3, 5.0)
+        feats = render_features(surf, deformer.template.verts_uvs, deformer.template.faces_uvs, tex.theta)
+        background = bank[0].view(1, 16, 1, 1).expand(1, 16, h, w)
+        feats = torch.where(surf.mask.unsqueeze(1), feats, background)
+    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (w * STRIDE / 2, h * STRIDE / 2))
+    res = solve(rc, cfg, torch.Generator().manual_seed(0))
+    assert res.loss <= res.init_loss + 1e-6  # optimisation never ends worse than its best start
+    Rp = pose_rotation(res.best.azimuth, res.best.elevation, res.best.theta)
+    Rt = pose_rotation(truth["azimuth"], truth["elevation"], truth["theta"])
+    assert _rotation_error(Rp, Rt).item() < math.pi / 18
+
+
+def test_infer_cli_outputs(tiny_pipeline, tmp_path):
+    pred = tmp_path / "pred.h5"
+    run_cli("infer", "--data", str(tiny_pipeline.data), "--split", "val", "--occlusion", "0,2", "--limit", "1",
+            "--model", str(tiny_pipeline.model), "-o", str(pred), "--overlay", str(tmp_path / "ov"),
+            "--export", str(tmp_path / "meshes"), *FAST)
+    art = read_artifact(pred, "predictions")
+    n = len(art["image_id"])
+    assert n == 4  # 2 categories × 1 image × levels 0 and 2
+    for key in ("azimuth", "elevation", "theta", "distance", "loss", "init_loss", "occlusion_level"):
+        assert art[key].shape == (n,), key
+    assert art["rotation"].shape == (n, 3, 3)
+    assert art["category_losses"].shape == (n, 2) and art["categories"] == ["bus", "car"]
+    assert art["latent"].shape[0] == n and art["scale"].shape == (n, 3)
+    assert art["topk"].shape == (n, 1, 5)
+    assert (art["loss"] <= art["init_loss"] + 1e-5).all()
+    assert sorted(set(art["occlusion_level"].tolist())) == [0, 2]
+    key = art["image_id"][0].replace("/", "|")
+    masks = art[f"masks/{key}"]
+    assert masks["amodal"].dtype == bool and masks["amodal"].shape == masks["visible"].shape
+    assert not (masks["visible"] & ~masks["amodal"]).any()
+    assert np.array_equal(masks["occluded"], masks["amodal"] & ~masks["visible"])
+    pngs = sorted((tmp_path / "ov").glob("*.png"))
+    objs = sorted((tmp_path / "meshes").glob("*.obj"))
+    assert len(pngs) == n and len(objs) == n
+    mesh = trimesh.load(objs[0], process=False)
+    assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices) and len(mesh.faces) > 0
+
+
+def test_infer_single_image_file(tiny_pipeline, tmp_path):
+    img = next((tiny_pipeline.data / "Images").glob("car_imagenet/*.JPEG"))
+    pred = tmp_path / "one.h5"
+    run_cli("infer", str(img), "--model", str(tiny_pipeline.model), "-o", str(pred), "--category", "car",
+            "--export", str(tmp_path / "mesh.obj"), "--overlay", str(tmp_path / "ov.png"), *FAST)
+    art = read_artifact(pred, "predictions")
+    assert art["category"] == ["car"] and (tmp_path / "mesh.obj").exists() and (tmp_path / "ov.png").exists()
+
+
+def test_bad_inputs(tiny_pipeline, tmp_path):
+    from ntdm_cli.cli.main import main
+
+    def code(*args):
+        with pytest.raises(SystemExit) as e:
+            main(list(args))
+        return e.value.code
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    assert code("infer", str(bad), "--model", str(tiny_pipeline.model), "-o", str(tmp_path / "p.h5")) == 1
+    img = next((tiny_pipeline.data / "Images").glob("car_imagenet/*.JPEG"))
+    assert code("infer", str(img), "--model", str(tiny_pipeline.model), "--category", "sofa",
+                "-o", str(tmp_path / "p.h5")) == 2
+    deformer = next(tiny_pipeline.deformers.glob("*.h5"))
+    assert code("infer", str(img), "--model", str(deformer), "-o", str(tmp_path / "p.h5")) == 1
+    assert code("infer", str(img), "--model", str(tiny_pipeline.model), "--shard", "3/2") == 2
+    assert not (tmp_path / "p.h5").exists()
