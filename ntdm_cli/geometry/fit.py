@@ -89,6 +89,7 @@ class DemoDeformerConfig(DeformerConfig):
     pool_samples: int = 8000
     eval_samples: int = 5000
     cross_samples: int = 2000
+    threads: int = 1
 
 
 @dataclass
