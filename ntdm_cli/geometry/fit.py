@@ -68,6 +68,8 @@ class DeformerConfig:
                      "eval_samples", "cross_samples", "exterior_rays"):
             if getattr(self, name) < 1:
                 raise NtdmUsageError(f"deformer.{name}: must be positive, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise NtdmUsageError(f"deformer.threads: must be >= 0, got {self.threads}")
         if not 0 <= self.subdivisions <= 6:
             raise NtdmUsageError(f"deformer.subdivisions: expected 0..6, got {self.subdivisions}")
         if self.lr <= 0 or not 0 < self.lr_final_ratio <= 1:
@@ -136,6 +138,20 @@ class FitResult:
     timings: dict = field(default_factory=dict)   # wall seconds of prepare / optimise / evaluate
 
 
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
+
+
 @dataclass
 class _Prepared:
     verts: list[np.ndarray]        # normalised CAD vertices
@@ -192,6 +208,7 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    sgen = gen if device.type == "cpu" else None   # a CPU generator cannot drive sampling on another device
     K = len(cads)
     prep = _prepare(cads, cfg, rng)
     t_prep = time.perf_counter()
@@ -212,7 +229,7 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
     opt = torch.optim.Adam(deformer.parameters(), lr=cfg.lr)
     history: list[float] = []
     per_cad = np.zeros(K)
-    with progress() as prog:
+    with (progress() if show_progress else _NoProgress()) as prog:
         task = prog.add_task("fit-deformer", total=cfg.steps, info="")
         for step in range(cfg.steps):
             lr = cfg.lr * (cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
@@ -220,7 +237,7 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
                 g["lr"] = lr
             verts = deformer(eye)                                                  # (K, V, 3)
             # Γ_k -> Λ_k: vertices and surface samples of the deformed mesh to the CAD's faces
-            pa = torch.cat([verts, torch.stack([sample_surface(verts[k], faces, cfg.mesh_samples, gen)
+            pa = torch.cat([verts, torch.stack([sample_surface(verts[k], faces, cfg.mesh_samples, sgen)
                                                 for k in range(K)])], 1)          # (K, Na, 3)
             ida = np.stack([cad_search[k].closest_faces(pa[k]) + tri_offset[k] for k in range(K)])
             da = point_triangle_distance(pa, cad_tris[torch.from_numpy(ida).to(device)])   # (K, Na)
