@@ -58,7 +58,8 @@ class DeformerConfig:
     eval_samples: int = 10000      # samples per surface for the reported errors
     cross_samples: int = 3000      # samples per surface for the own-vs-other CAD distance matrix
     seed: int = 0
-    threads: int = 0               # torch CPU threads while fitting (0: leave torch's setting)
+    threads: int = 1               # torch CPU threads while fitting (0: torch's default). The fit is many
+                                   # small ops; on a loaded machine OpenMP threads spin and cost ~4x the time
 
     def validate(self) -> None:
         if self.conditioning not in CONDITIONINGS:
@@ -91,7 +92,6 @@ class DemoDeformerConfig(DeformerConfig):
     pool_samples: int = 8000
     eval_samples: int = 5000
     cross_samples: int = 2000
-    threads: int = 1
 
 
 @dataclass
