@@ -83,8 +83,10 @@ def print_errors(result) -> None:
     units = "" if d.normalization == 1.0 else f"; the deformer outputs units of {d.normalization:.4g} CAD units"
     table = Table(title=f"per-CAD fit errors: symmetric surface distance in CAD units{units} "
                         f"(fit {result.seconds:.1f} s, {result.cpu_seconds:.1f} s CPU)")
+    width = max(len(n) for n in e.names)
     for col in ("k", "CAD", "mean", "p95", "mean % diag", "p95 % diag", "other/own"):
-        table.add_column(col, justify="left" if col == "CAD" else "right")
+        table.add_column(col, justify="left" if col == "CAD" else "right", no_wrap=True,
+                         min_width=width if col == "CAD" else None)
     ratio = e.own_other_ratio
     for k, name in enumerate(e.names):
         table.add_row(str(k), name, f"{e.mean[k]:.4g}", f"{e.p95[k]:.4g}", f"{e.mean_pct[k]:.3f}",
