@@ -99,6 +99,21 @@ def test_closest_point_regions_and_gradcheck():
     assert torch.isfinite(deg.grad).all() and torch.isfinite(pts.grad).all()
 
 
+def test_exterior_mask_drops_hidden_parts():
+    import trimesh
+
+    from ntdm_cli.geometry.distance import exterior_mask
+
+    outer = trimesh.creation.box(extents=(2, 2, 2))
+    inner = trimesh.creation.box(extents=(0.5, 0.5, 0.5))                  # a part hidden inside the body
+    soup = trimesh.util.concatenate([outer, inner])
+    pts_outer = trimesh.sample.sample_surface(outer, 200, seed=1)[0]
+    pts_inner = trimesh.sample.sample_surface(inner, 200, seed=2)[0]
+    mask = exterior_mask(np.asarray(soup.vertices), np.asarray(soup.faces), np.concatenate([pts_outer, pts_inner]),
+                         directions=32)
+    assert mask[:200].all() and not mask[200:].any()
+
+
 def test_regularisers():
     quad = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]])
     faces = torch.tensor([[0, 1, 2], [0, 2, 3]])
