@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
         uv: bool = typer.Option(False, "--uv", help="Also write the template UVs with a checker texture "
                                 "(.mtl + .png next to each OBJ)."),
     ) -> None:
-        """Export shapes as OBJ: a CAD's fitted shape ([bold]--latent[/bold]), the mean shape
-        ([bold]--mean[/bold]) or all CADs ([bold]--all[/bold]). Model and predictions artifacts come later."""
+        """Export shapes as OBJ: a CAD's fitted shape ([bold]--latent[/bold]), the mean shape ([bold]--mean[/bold]) or all CADs ([bold]--all[/bold]).
+
+        Inputs: deformer artifacts (model and predictions artifacts come with their stages). The OBJs load in trimesh, Open3D and Blender; coordinates are in the deformer's units (CAD units) times --scale."""
         from ntdm_cli.geometry.export import ExportRequest, export_obj
 
         existing_file(artifact, "ARTIFACT")

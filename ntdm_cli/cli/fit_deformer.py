@@ -16,9 +16,11 @@ def register(app: typer.Typer) -> None:
     @app.command("fit-deformer")
     def fit_deformer_cmd(
         ctx: typer.Context,
-        cads: List[str] = typer.Option(..., "--cads", help="CAD meshes (.off/.obj/.ply): files, quoted glob "
-                                       "patterns or folders; repeatable. Order defines the latent index.",
-                                       show_default=False),
+        more: Optional[List[str]] = typer.Argument(None, help="More CAD files (an unquoted --cads car/*.off "
+                                                   "expands to several).", show_default=False),
+        cads: List[str] = typer.Option([], "--cads", help="CAD meshes (.off/.obj/.ply/.stl): files, quoted "
+                                       "glob patterns or folders; repeatable. Their order (folders and globs "
+                                       "sorted naturally) defines the latent index.", show_default=False),
         output: Path = typer.Option(..., "--output", "-o", help="The deformer artifact to write (.h5).",
                                     show_default=False),
         category: Optional[str] = typer.Option(None, "--category", help="Category label (default: the "
@@ -28,18 +30,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit Γ(z) = s ⊙ (v + Ψ(v, z)) to CAD models and write a [bold]kind=deformer[/bold] artifact.
 
-        CADs are assumed aligned in the category frame (as PASCAL3D+'s are). Prints a table of the
-        per-CAD errors (symmetric surface distance, CAD units and % of the bounding-box diagonal)."""
+        CADs are assumed aligned in the category frame (as PASCAL3D+'s are). At the end a table gives the per-CAD errors: mean and 95th-percentile symmetric surface distance in CAD units and in % of the CAD's bounding-box diagonal, and how much closer each fitted shape is to its own CAD than to any other."""
+        from ntdm_cli.errors import NtdmUsageError
         from ntdm_cli.geometry.fit import DeformerConfig, DemoDeformerConfig
 
+        inputs = list(cads) + list(more or [])
+        if not inputs:
+            raise NtdmUsageError("give the CAD models with --cads (files, glob patterns or folders)")
         if preset not in ("full", "demo"):
-            from ntdm_cli.errors import NtdmUsageError
-
             raise NtdmUsageError(f"--preset {preset!r}: expected full or demo")
         st = state(ctx)
         cfg = st.config.get("deformer", DemoDeformerConfig if preset == "demo" else DeformerConfig)
         output_folder_ok(output, "--output")
-        result = run_fit_deformer(cads, output, cfg, category=category, device=st.torch_device(),
+        result = run_fit_deformer(inputs, output, cfg, category=category, device=st.torch_device(),
                                   config_yaml=st.config.to_yaml())
         print_errors(result)
         out.print(str(output))
@@ -77,11 +80,13 @@ def run_fit_deformer(cads: List[str], output: Path, cfg, category: Optional[str]
 def print_errors(result) -> None:
     e = result.errors
     d = result.deformer
-    unit = "CAD units" if d.normalization == 1.0 else f"units of {d.normalization:.4g} CAD units"
-    table = Table(title=f"per-CAD fit errors (symmetric surface distance in CAD units; shapes in {unit}; "
-                        f"fitted in {result.seconds:.1f} s, {result.cpu_seconds:.1f} s CPU)")
+    units = "" if d.normalization == 1.0 else f"; the deformer outputs units of {d.normalization:.4g} CAD units"
+    table = Table(title=f"per-CAD fit errors: symmetric surface distance in CAD units{units} "
+                        f"(fit {result.seconds:.1f} s, {result.cpu_seconds:.1f} s CPU)")
+    width = max(len(n) for n in e.names)
     for col in ("k", "CAD", "mean", "p95", "mean % diag", "p95 % diag", "other/own"):
-        table.add_column(col, justify="left" if col == "CAD" else "right")
+        table.add_column(col, justify="left" if col == "CAD" else "right", no_wrap=True,
+                         min_width=width if col == "CAD" else None)
     ratio = e.own_other_ratio
     for k, name in enumerate(e.names):
         table.add_row(str(k), name, f"{e.mean[k]:.4g}", f"{e.p95[k]:.4g}", f"{e.mean_pct[k]:.3f}",

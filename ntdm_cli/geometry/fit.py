@@ -43,22 +43,23 @@ class DeformerConfig:
     layers: int = 4                # MLP hidden layers
     pe_frequencies: int = 6        # positional-encoding octaves of v (0: raw coordinates)
     conditioning: str = "linear"   # linear | concat (see geometry/deformer.py)
-    steps: int = 1200              # Adam steps
-    lr: float = 2e-3               # initial learning rate (cosine decay to lr_final_ratio·lr)
+    steps: int = 400               # Adam steps
+    lr: float = 4e-3               # initial learning rate (cosine decay to lr_final_ratio·lr)
     lr_final_ratio: float = 0.02
-    mesh_samples: int = 2000       # surface samples of each deformed mesh per step (plus its vertices)
-    cad_samples: int = 4000        # CAD surface samples per CAD per step
-    pool_samples: int = 40000      # candidate CAD surface samples drawn once per CAD
+    mesh_samples: int = 1000       # surface samples of each deformed mesh per step (plus its vertices)
+    cad_samples: int = 3000        # CAD surface samples per CAD per step
+    pool_samples: int = 20000      # candidate CAD surface samples drawn once per CAD
     exterior_only: bool = True     # keep only CAD samples visible from outside (part-soup CADs)
     exterior_rays: int = 64        # ray directions of the exterior test
     w_distance: float = 1.0        # symmetric point-to-face distance (eq. 2)
     w_normal: float = 0.005        # normal consistency
-    w_laplacian: float = 0.05      # uniform Laplacian smoothing
+    w_laplacian: float = 0.02      # uniform Laplacian smoothing
     normalize: bool = False        # output in units of the mean CAD diagonal instead of CAD units
-    eval_samples: int = 20000      # samples per surface for the reported errors
-    cross_samples: int = 5000      # samples per surface for the own-vs-other CAD distance matrix
+    eval_samples: int = 10000      # samples per surface for the reported errors
+    cross_samples: int = 3000      # samples per surface for the own-vs-other CAD distance matrix
     seed: int = 0
-    threads: int = 0               # torch CPU threads while fitting (0: leave torch's setting)
+    threads: int = 1               # torch CPU threads while fitting (0: torch's default). The fit is many
+                                   # small ops; on a loaded machine OpenMP threads spin and cost ~4x the time
 
     def validate(self) -> None:
         if self.conditioning not in CONDITIONINGS:
@@ -68,6 +69,8 @@ class DeformerConfig:
                      "eval_samples", "cross_samples", "exterior_rays"):
             if getattr(self, name) < 1:
                 raise NtdmUsageError(f"deformer.{name}: must be positive, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise NtdmUsageError(f"deformer.threads: must be >= 0, got {self.threads}")
         if not 0 <= self.subdivisions <= 6:
             raise NtdmUsageError(f"deformer.subdivisions: expected 0..6, got {self.subdivisions}")
         if self.lr <= 0 or not 0 < self.lr_final_ratio <= 1:
@@ -135,6 +138,20 @@ class FitResult:
     timings: dict = field(default_factory=dict)   # wall seconds of prepare / optimise / evaluate
 
 
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
+
+
 @dataclass
 class _Prepared:
     verts: list[np.ndarray]        # normalised CAD vertices
@@ -191,6 +208,7 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    sgen = gen if device.type == "cpu" else None   # a CPU generator cannot drive sampling on another device
     K = len(cads)
     prep = _prepare(cads, cfg, rng)
     t_prep = time.perf_counter()
@@ -211,7 +229,7 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
     opt = torch.optim.Adam(deformer.parameters(), lr=cfg.lr)
     history: list[float] = []
     per_cad = np.zeros(K)
-    with progress() as prog:
+    with (progress() if show_progress else _NoProgress()) as prog:
         task = prog.add_task("fit-deformer", total=cfg.steps, info="")
         for step in range(cfg.steps):
             lr = cfg.lr * (cfg.lr_final_ratio + (1 - cfg.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
@@ -219,7 +237,7 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
                 g["lr"] = lr
             verts = deformer(eye)                                                  # (K, V, 3)
             # Γ_k -> Λ_k: vertices and surface samples of the deformed mesh to the CAD's faces
-            pa = torch.cat([verts, torch.stack([sample_surface(verts[k], faces, cfg.mesh_samples, gen)
+            pa = torch.cat([verts, torch.stack([sample_surface(verts[k], faces, cfg.mesh_samples, sgen)
                                                 for k in range(K)])], 1)          # (K, Na, 3)
             ida = np.stack([cad_search[k].closest_faces(pa[k]) + tri_offset[k] for k in range(K)])
             da = point_triangle_distance(pa, cad_tris[torch.from_numpy(ida).to(device)])   # (K, Na)

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ntdm_cli.console import info
+from ntdm_cli.console import console
 from ntdm_cli.errors import NtdmError
 
 MESH_SUFFIXES = (".off", ".obj", ".ply", ".stl")
@@ -113,7 +113,8 @@ def validate_mesh(verts, faces, where: str, name: str = "", quiet: bool = False)
     if len(faces) == 0:
         raise NtdmError(f"{where}: empty mesh (all {n_degenerate} faces are degenerate)")
     if (n_degenerate or n_duplicate) and not quiet:
-        info(f"[dim]{where}: dropped {n_degenerate} degenerate and {n_duplicate} duplicate faces[/dim]")
+        console.print(f"[dim]{where}: dropped {n_degenerate} degenerate and {n_duplicate} duplicate faces[/dim]",
+                      soft_wrap=True)
     return Mesh(verts=verts, faces=faces, name=name)
 
 

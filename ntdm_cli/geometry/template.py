@@ -9,9 +9,13 @@ sits on each pole (+z, -z); the texture coordinates follow the spherical angles:
 Faces that straddle the seam (φ = ±π) get per-face texture coordinates: their corners on the φ ≈ -π
 side are unwrapped to u + 1 (as in PyTorch3D's ``TexturesUV``, a vertex has one entry in ``verts``
 and possibly several in ``verts_uvs``). To keep every coordinate inside [0, 1], u is then divided by
-1 + m, where m is the largest unwrap excess (≈ 0.01 for 4 subdivisions): the texture's last m/(1+m)
-columns repeat the azimuths just past the seam, and no face spans the texture. A pole vertex has no
-azimuth; each face around a pole gives its pole corner the mean u of its two other corners.
+1 + m, where m is the largest unwrap excess of an ordinary face (≈ 0.01 for 4 subdivisions): the
+texture's last m/(1+m) columns repeat the azimuths just past the seam, and no face spans the
+texture. The icosphere is turned so that the seam runs along mesh edges across the north cap. A
+pole vertex has no azimuth; each face around a pole gives its pole corner the mean u of its two
+other corners. Near the south pole faces are wide in u (the fan spans 72°); the few of them that
+the seam crosses are clamped at the texture edge (slightly squeezed) rather than widening the
+whole texture.
 
 Texel layout as ``grid_sample(texture, 2 * uv - 1, align_corners=False)``: (u, v) = (0, 0) is the
 top-left corner of the texture image, u grows to the right (columns), v downwards (rows).
@@ -114,11 +118,15 @@ def icosphere(subdivisions: int = 4) -> tuple[np.ndarray, np.ndarray]:
     for _ in range(subdivisions):
         v, f = _subdivide(v, f)
     R = _rotation_to_z(v[0])
-    # a small turn about z keeps vertices off the seam meridian (φ = ±π) exactly
-    g = 0.1234
+    # turn about z so that the edge from the north pole to one of its icosahedron neighbours lies on
+    # the seam meridian φ = π: the subdivided vertices of that edge stay on the meridian, so the seam
+    # follows mesh edges across the whole north cap (no seam face there)
+    n = R @ v[5]                       # vertex 5 is adjacent to vertex 0 in _icosahedron()
+    g = np.pi - np.arctan2(n[1], n[0])
     Rz = np.array([[np.cos(g), -np.sin(g), 0], [np.sin(g), np.cos(g), 0], [0, 0, 1]])
     v = v @ (Rz @ R).T
     v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v[np.abs(v[:, 1]) < 1e-12, 1] = 0.0
     return v, f
 
 
@@ -130,6 +138,7 @@ def spherical_uvs(verts: np.ndarray, faces: np.ndarray, pole_eps: float = 1e-9
     faces_uvs (F, 3) int64 (see the module docstring for the mapping)."""
     x, y, z = verts[:, 0], verts[:, 1], verts[:, 2]
     u = (np.arctan2(y, x) + np.pi) / (2 * np.pi)            # [0, 1]
+    u[(y == 0) & (x < 0)] = 0.0                              # on the seam: u = 0 (faces east of it wrap to 1)
     v = np.arccos(np.clip(z, -1.0, 1.0)) / np.pi            # [0, 1]
     pole = (1.0 - np.abs(z)) < pole_eps
     cu = u[faces].copy()                                     # (F, 3) corner u
@@ -145,8 +154,14 @@ def spherical_uvs(verts: np.ndarray, faces: np.ndarray, pole_eps: float = 1e-9
     if cpole.any():
         others = np.where(cpole, 0.0, cu).sum(1) / np.maximum((~cpole).sum(1), 1)
         cu = np.where(cpole, others[:, None], cu)
-    excess = max(float(cu.max()) - 1.0, 0.0)
-    cu = cu / (1.0 + excess)
+    # the texture is widened by the excess of ordinary faces (narrower than 0.4 / 2^subdivisions in
+    # u, i.e. away from the south cap); the wider south-cap faces that the seam crosses are clamped
+    # at the texture edge instead
+    span = cu.max(1) - cu.min(1)
+    level = max(float(np.sqrt(len(faces) / 20.0)), 1.0)
+    ordinary = cu[span < 0.4 / level]
+    excess = max(float(ordinary.max()) - 1.0, 0.0) if ordinary.size else 0.0
+    cu = np.minimum(cu, 1.0 + excess) / (1.0 + excess)
     # one uv entry per (vertex, corner uv) pair
     key = np.stack([faces.reshape(-1).astype(np.float64), np.round(cu.reshape(-1), 9),
                     np.round(cv.reshape(-1), 9)], 1)
