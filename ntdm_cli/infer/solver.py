@@ -41,7 +41,7 @@ class InferConfig:
     single_bin: bool = False
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
-    score_chunk: int = 512  # hypotheses rendered at once when scoring the grid
+    score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):
