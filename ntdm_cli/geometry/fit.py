@@ -281,7 +281,7 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
 
 
 @torch.no_grad()
-def evaluate_deformer(deformer: Deformer, cads: Sequence[Mesh], eval_samples: int = 20000, cross_samples: int = 5000,
+def evaluate_deformer(deformer: Deformer, cads: Sequence[Mesh], eval_samples: int = 10000, cross_samples: int = 3000,
                       exterior_only: bool = True, exterior_rays: int = 64, seed: int = 1) -> CadErrors:
     """Symmetric surface distance between each fitted shape Γ(z_k) and its CAD Λ_k, in CAD units.
 
