@@ -286,7 +286,7 @@ def test_export_obj_errors(fitted, tmp_path, capsys):
     assert code == 2 and "exactly one of" in err
     code, _, err = _cli(capsys, "export-obj", h5, "--mean", "--scale", "-1", "-o", str(tmp_path / "x.obj"))
     assert code == 2 and "--scale" in err
-    bench = write_artifact(tmp_path / "b.h5", "model", {"x": np.ones(2)})
+    bench = write_artifact(tmp_path / "b.h5", "bench", {"x": np.ones(2)})
     code, _, err = _cli(capsys, "export-obj", str(bench), "--mean", "-o", str(tmp_path / "x.obj"))
-    assert code == 1 and "does not support model artifacts yet" in err
+    assert code == 1 and "does not support bench artifacts" in err
     assert not (tmp_path / "x.obj").exists()

@@ -82,6 +82,14 @@ def test_infer_cli_outputs(tiny_pipeline, tmp_path):
     assert len(pngs) == n and len(objs) == n
     mesh = trimesh.load(objs[0], process=False)
     assert mesh.visual.vertex_colors.shape[0] == len(mesh.vertices) and len(mesh.faces) > 0
+    # the same mesh afterwards from the predictions artifact, and a model's embedded deformer
+    run_cli("export-obj", str(pred), "--index", "0", "-o", str(tmp_path / "again.obj"))
+    again = trimesh.load(tmp_path / "again.obj", process=False)
+    assert len(again.vertices) == len(mesh.vertices)
+    colours = {tuple(c) for c in again.visual.vertex_colors[:, :3].tolist()}
+    assert len(colours) >= 2  # some vertices in view, some not
+    run_cli("export-obj", str(tiny_pipeline.model), "--category", "car", "--mean", "-o", str(tmp_path / "mean.obj"))
+    assert len(trimesh.load(tmp_path / "mean.obj", process=False).faces) > 0
 
 
 def test_infer_single_image_file(tiny_pipeline, tmp_path):

@@ -14,7 +14,7 @@ from ntdm_cli.console import out
 def register(app: typer.Typer) -> None:
     @app.command("export-obj")
     def export_obj_cmd(
-        artifact: Path = typer.Argument(..., help="A deformer artifact (.h5).", show_default=False),
+        artifact: Path = typer.Argument(..., help="A deformer, model or predictions artifact (.h5).", show_default=False),
         output: Path = typer.Option(..., "--output", "-o", help="The .obj to write (a folder with --all).",
                                     show_default=False),
         latent: Optional[str] = typer.Option(None, "--latent", help="The shape of CAD K (0-based index or "
@@ -24,13 +24,16 @@ def register(app: typer.Typer) -> None:
         scale: float = typer.Option(1.0, "--scale", help="Multiply the coordinates by this factor."),
         uv: bool = typer.Option(False, "--uv", help="Also write the template UVs with a checker texture "
                                 "(.mtl + .png next to each OBJ)."),
+        index: Optional[int] = typer.Option(None, "--index", help="Predictions: the image (row) to export."),
+        category: Optional[str] = typer.Option(None, "--category", help="Model: which category's deformer."),
     ) -> None:
         """Export shapes as OBJ: a CAD's fitted shape ([bold]--latent[/bold]), the mean shape ([bold]--mean[/bold]) or all CADs ([bold]--all[/bold]).
 
-        Inputs: deformer artifacts (model and predictions artifacts come with their stages). The OBJs load in trimesh, Open3D and Blender; coordinates are in the deformer's units (CAD units) times --scale."""
+        Inputs: deformer, model (--category) and predictions (--index I or --all: the predicted shape coloured green visible / red occluded / grey not in view) artifacts. The OBJs load in trimesh, Open3D and Blender; coordinates are in the deformer's units (CAD units) times --scale."""
         from ntdm_cli.geometry.export import ExportRequest, export_obj
 
         existing_file(artifact, "ARTIFACT")
-        paths = export_obj(artifact, output, ExportRequest(latent=latent, mean=mean, all=all_, scale=scale, uv=uv))
+        paths = export_obj(artifact, output, ExportRequest(latent=latent, mean=mean, all=all_, scale=scale, uv=uv,
+                                                                  index=index, category=category))
         for p in paths:
             out.print(str(p))

@@ -1,8 +1,8 @@
 """``export-obj``: meshes out of artifacts, dispatched on the artifact kind.
 
-Implemented: ``deformer`` (a CAD's shape, the mean shape, or every CAD). Later stages register their
-kinds (``model``: its embedded deformers; ``predictions``: the fitted shape of an image) in
-:data:`EXPORTERS` with the same signature."""
+Kinds: ``deformer`` (a CAD's shape, the mean shape, or every CAD), ``model`` (the same for one of its
+embedded deformers, ``--category``) and ``predictions`` (the fitted shape of image ``--index`` coloured
+by visible / occluded / not in view)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,19 @@ class ExportRequest:
     all: bool = False
     scale: float = 1.0
     uv: bool = False
+    index: Optional[int] = None  # predictions: the row (image) to export
+    category: Optional[str] = None  # model: which embedded deformer
 
-    def check(self) -> None:
-        chosen = sum([self.latent is not None, self.mean, self.all])
-        if chosen != 1:
-            raise NtdmUsageError("choose exactly one of --latent K, --mean, --all")
+    def check(self, kind: str = "deformer") -> None:
+        if kind == "predictions":
+            if (self.index is None) == (not self.all) or self.latent is not None or self.mean:
+                raise NtdmUsageError("for predictions choose --index I (one image) or --all (every image)")
+        else:
+            chosen = sum([self.latent is not None, self.mean, self.all])
+            if chosen != 1:
+                raise NtdmUsageError("choose exactly one of --latent K, --mean, --all")
+            if self.index is not None:
+                raise NtdmUsageError("--index applies to predictions artifacts")
         if not np.isfinite(self.scale) or self.scale <= 0:
             raise NtdmUsageError(f"--scale {self.scale}: must be a positive number")
 
@@ -54,13 +62,13 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "cad"
 
 
-def _export_deformer(path: Path, output: Path, req: ExportRequest) -> list[Path]:
+def _export_deformer(path: Path, output: Path, req: ExportRequest, d=None) -> list[Path]:
     import torch
 
     from ntdm_cli.geometry.deformer import load_deformer
     from ntdm_cli.geometry.mesh_io import write_obj
 
-    d = load_deformer(path)
+    d = d if d is not None else load_deformer(path)
     if req.all:
         keys = list(range(d.num_latents))
     elif req.mean:
@@ -97,14 +105,78 @@ def _export_deformer(path: Path, output: Path, req: ExportRequest) -> list[Path]
 EXPORTERS["deformer"] = _export_deformer
 
 
+def _model_deformers(path: Path) -> dict:
+    from ntdm_cli.artifacts import read_artifact
+    from ntdm_cli.geometry.deformer import deformer_from_artifact_data
+
+    art = read_artifact(path, "model")
+    return {c: deformer_from_artifact_data(art[f"deformers/{c}"], where=f"{path}:deformers/{c}")
+            for c in art["categories"]}
+
+
+def _export_model(path: Path, output: Path, req: ExportRequest) -> list[Path]:
+    """A model's embedded deformer (``--category``): the same choices as for a deformer artifact."""
+    deformers = _model_deformers(path)
+    if req.category is None:
+        if len(deformers) != 1:
+            raise NtdmUsageError(f"{path}: the model has categories {', '.join(deformers)}; choose one with --category")
+        req.category = next(iter(deformers))
+    if req.category not in deformers:
+        raise NtdmUsageError(f"--category {req.category}: not in the model ({', '.join(deformers)})")
+    return _export_deformer(path, output, req, d=deformers[req.category])
+
+
+def _export_predictions(path: Path, output: Path, req: ExportRequest) -> list[Path]:
+    """The predicted shape of image ``--index`` (or of every image with ``--all``), coloured by visible /
+    occluded / not in view from the predicted masks carried onto the surface (NTDM fig. 5)."""
+    import torch
+
+    from ntdm_cli.artifacts import read_artifact
+    from ntdm_cli.infer.outputs import export_prediction_obj, vertex_visibility
+    from ntdm_cli.render import Viewpoint
+
+    art = read_artifact(path, "predictions")
+    n = len(art["image_id"])
+    rows = list(range(n)) if req.all else [req.index]
+    if req.index is not None and not 0 <= req.index < n:
+        raise NtdmUsageError(f"--index {req.index}: {path} has images 0..{n - 1}")
+    model_path = Path(str(art.attrs.get("model", "")))
+    if not model_path.is_file():
+        raise NtdmError(f"{path}: its model {model_path} is not readable; the deformer is needed to rebuild the mesh")
+    deformers = _model_deformers(model_path)
+    if req.all:
+        output.mkdir(parents=True, exist_ok=True)
+    elif output.suffix.lower() != ".obj":
+        raise NtdmUsageError(f"--output {output}: expected a file name ending in .obj")
+    written = []
+    for i in rows:
+        cat = art["category"][i]
+        d = deformers[cat]
+        z = torch.from_numpy(np.asarray(art["latent"][i][: d.num_latents], dtype=np.float32))[None]
+        scale = torch.from_numpy(np.asarray(art["scale"][i], dtype=np.float32))
+        with torch.no_grad():
+            verts = d(z)[0] * scale
+        vp = Viewpoint.create(**{k: float(art[k][i]) for k in ("azimuth", "elevation", "theta", "distance", "px", "py")})
+        masks = art[f"masks/{art['image_id'][i].replace('/', '|')}"]
+        state = vertex_visibility(verts, d.template, vp, np.asarray(masks["visible"], bool),
+                                  np.asarray(masks["amodal"], bool))
+        target = output / f"{i:05d}_{_safe(art['image_id'][i])}.obj" if req.all else output
+        written.append(export_prediction_obj(target, verts.numpy() * req.scale, d.template, state))
+    return written
+
+
+EXPORTERS["model"] = _export_model
+EXPORTERS["predictions"] = _export_predictions
+
+
 def export_obj(path: str | os.PathLike, output: str | os.PathLike, request: ExportRequest) -> list[Path]:
     """Write the mesh(es) selected by ``request`` from the artifact at ``path``; returns the OBJ paths."""
     from ntdm_cli.artifacts import describe
 
-    request.check()
     path, output = Path(path), Path(output)
     attrs, _ = describe(path)
     kind = str(attrs.get("kind", ""))
+    request.check(kind)
     exporter = EXPORTERS.get(kind)
     if exporter is None:
         supported = ", ".join(sorted(EXPORTERS))
