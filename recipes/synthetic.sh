@@ -15,13 +15,13 @@ OUT=${OUT:-runs/synthetic-$SCALE}
 case "$SCALE" in
   tiny)
     CATS=car,bus; PER=8; OODPER=1; SIZE=96; EPOCHS=2; EVAL_LIMIT=2
-    FIT=(--set deformer.subdivisions=2 --set deformer.steps=60 --set deformer.hidden=64 --set deformer.pool_samples=4000 --set deformer.eval_samples=2000 --set deformer.cross_samples=500)
+    FIT=(--preset demo --set deformer.subdivisions=2 --set deformer.steps=40 --set deformer.hidden=32 --set deformer.pool_samples=3000 --set deformer.eval_samples=1000 --set deformer.cross_samples=300)
     TRAIN=(--set train.backbone=small --set train.texture_size=32 --set train.feature_dim=32 --set train.batch_size=4 --set train.positives=100 --set train.negatives=200 --set train.bank_size=128 --set train.workers=0 --set train.lr=1e-3)
     INFER=(--set infer.steps=10 --set infer.azimuths=8 --set infer.elevations=2 --set infer.thetas=1)
     ;;
   demo)
-    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=80; OODPER=3; SIZE=128; EPOCHS=12; EVAL_LIMIT=6
-    FIT=(--set deformer.subdivisions=3 --set deformer.steps=300 --set deformer.hidden=128 --set deformer.pool_samples=20000)
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=80; OODPER=2; SIZE=128; EPOCHS=12; EVAL_LIMIT=4
+    FIT=(--preset demo)
     TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.9)
     INFER=(--set infer.steps=60 --set infer.shortlist=2)
     ;;
@@ -34,7 +34,7 @@ esac
 mkdir -p "$OUT/deformers"
 echo "== ntdm synthetic pipeline, SCALE=$SCALE -> $OUT"
 ntdm synth "$OUT/data" --categories "$CATS" --per-category "$PER" --size "$SIZE" --occlusion L1,L2,L3 \
-  --ood all --ood-per-category "$OODPER" --seed 0 --workers 2
+  --ood all --ood-per-category "$OODPER" --seed 0
 for c in ${CATS//,/ }; do
   [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$OUT/data/CAD/$c" --category "$c" \
     -o "$OUT/deformers/$c.h5" "${FIT[@]}"
@@ -44,6 +44,7 @@ ntdm infer --data "$OUT/data" --split val --occlusion 0,1,2,3 --limit "$EVAL_LIM
   -o "$OUT/predictions.h5" --overlay "$OUT/overlays" --export "$OUT/meshes" "${INFER[@]}"
 ntdm infer --data "$OUT/data" --split val --nuisance all --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
   -o "$OUT/predictions_ood.h5" "${INFER[@]}"
+ntdm export-obj "$OUT/deformers/car.h5" --all -o "$OUT/car-shapes" >/dev/null
 ntdm eval "$OUT/predictions.h5" --data "$OUT/data" --out "$OUT/report" --labels ntdm
 ntdm eval "$OUT/predictions_ood.h5" --data "$OUT/data" --out "$OUT/report_ood" --labels ntdm-ood
 echo "== done: report $OUT/report/report.md (OOD: $OUT/report_ood/report.md), overlays $OUT/overlays, meshes $OUT/meshes"
