@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,6 +22,7 @@ import yaml
 
 from ntdm_cli import __version__
 from ntdm_cli.errors import ArtifactError
+from ntdm_cli.fsutil import atomic_write
 
 #: Current schema version of each artifact kind. Bump when a reader could misread older files.
 SCHEMA_VERSIONS: dict[str, int] = {
@@ -92,9 +92,8 @@ def write_artifact(
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ArtifactError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             f.attrs["kind"] = kind
             f.attrs["schema_version"] = SCHEMA_VERSIONS[kind]
@@ -104,20 +103,8 @@ def write_artifact(
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v
             _write_group(f, data)
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
-    return path
 
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return True
+    return atomic_write(path, write)
 
 
 @dataclass
@@ -192,21 +179,25 @@ def _header(f: h5py.File, path: Path) -> tuple[str, int]:
     return kind, int(version)
 
 
+def _checked_header(f: h5py.File, path: Path, kinds: tuple[str, ...] | None) -> tuple[str, int]:
+    """(kind, version) after checking the kind is one of ``kinds`` and the version is the supported one."""
+    found, version = _header(f, path)
+    if kinds is not None and found not in kinds:
+        raise ArtifactError(f"{path}: expected a {' or '.join(kinds)} artifact, found kind '{found}'")
+    expected = SCHEMA_VERSIONS.get(found)
+    if expected is None:
+        raise ArtifactError(f"{path}: unknown artifact kind '{found}'")
+    if version != expected:
+        raise ArtifactError(f"{path}: {found} artifact has schema_version {version}, this ntdm reads version {expected}")
+    return found, version
+
+
 def read_artifact(path: str | os.PathLike, kind: str | tuple[str, ...] | None = None) -> Artifact:
     """Read an artifact, checking that it is of ``kind`` (one or several) at a supported version."""
     path = Path(path)
     kinds = (kind,) if isinstance(kind, str) else kind
     with _open(path) as f:
-        found, version = _header(f, path)
-        if kinds is not None and found not in kinds:
-            raise ArtifactError(f"{path}: expected a {' or '.join(kinds)} artifact, found kind '{found}'")
-        expected = SCHEMA_VERSIONS.get(found)
-        if expected is None:
-            raise ArtifactError(f"{path}: unknown artifact kind '{found}'")
-        if version != expected:
-            raise ArtifactError(
-                f"{path}: {found} artifact has schema_version {version}, this ntdm reads version {expected}"
-            )
+        found, version = _checked_header(f, path, kinds)
         try:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
             data = _read_group(f)
@@ -285,16 +276,7 @@ def open_artifact(path: str | os.PathLike, kind: str | tuple[str, ...] | None = 
     kinds = (kind,) if isinstance(kind, str) else kind
     f = _open(path)
     try:
-        found, version = _header(f, path)
-        if kinds is not None and found not in kinds:
-            raise ArtifactError(f"{path}: expected a {' or '.join(kinds)} artifact, found kind '{found}'")
-        expected = SCHEMA_VERSIONS.get(found)
-        if expected is None:
-            raise ArtifactError(f"{path}: unknown artifact kind '{found}'")
-        if version != expected:
-            raise ArtifactError(
-                f"{path}: {found} artifact has schema_version {version}, this ntdm reads version {expected}"
-            )
+        found, version = _checked_header(f, path, kinds)
     except BaseException:
         f.close()
         raise

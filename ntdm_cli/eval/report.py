@@ -25,7 +25,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -36,6 +35,7 @@ from ntdm_cli import __version__
 from ntdm_cli.artifacts import LazyArtifact, command_line, open_artifact
 from ntdm_cli.config import section
 from ntdm_cli.console import track, warn
+from ntdm_cli.fsutil import atomic_write
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.eval.ground_truth import GroundTruth, load_ground_truth
 from ntdm_cli.metrics import (
@@ -377,17 +377,11 @@ def _deg(x: Any) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    atomic_write(path, write)
 
 
 def _safe_name(text: str) -> str:

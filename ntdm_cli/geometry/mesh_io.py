@@ -295,22 +295,7 @@ def _natural_key(p: Path) -> list:
 
 # -------------------------------------------------------------------------------------------- write
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise NtdmError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+from ntdm_cli.fsutil import atomic_write as _atomic_write  # noqa: E402
 
 
 def _as_numpy(x) -> np.ndarray:

@@ -3,13 +3,12 @@ not in view, the occlusion carried onto the surface with ``image_to_surface`` as
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ntdm_cli.fsutil import atomic_write
 from ntdm_cli.geometry.mesh_io import write_obj
 from ntdm_cli.ops import image_to_surface
 from ntdm_cli.render import Viewpoint, interpolate_uv, project, rasterize
@@ -84,13 +83,4 @@ def overlay_png(path: Path, image: np.ndarray, amodal: np.ndarray, visible: np.n
     if title:
         draw.rectangle([0, 0, 8 * len(title) + 8, 14], fill=(0, 0, 0))
         draw.text((4, 1), title, fill=(255, 255, 255))
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent if str(path.parent) else ".")
-    os.close(fd)
-    try:
-        pil.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
