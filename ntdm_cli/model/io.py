@@ -108,15 +108,11 @@ def load_model(path, device="cpu", with_state: bool = False):
         state = {k: torch.from_numpy(np.asarray(v)) for k, v in art["backbone"].items()}
         backbone.load_state_dict(state)
         categories = list(art["categories"])
-        textures = {}
-        for c in categories:
-            t = NeuralTexture(1, 1, 1)
-            t.theta = torch.from_numpy(np.asarray(art[f"textures/{c}/theta"])).float()
-            t.counts = torch.from_numpy(np.asarray(art[f"textures/{c}/counts"])).float()
-            textures[c] = t
-        bank = BackgroundBank(1, dim)
-        bank.features = torch.from_numpy(np.asarray(art["bank/features"])).float()
-        bank.ptr, bank.filled = int(art["bank/ptr"]), int(art["bank/filled"])
+        textures = {c: NeuralTexture.from_tensors(torch.from_numpy(np.asarray(art[f"textures/{c}/theta"])),
+                                                  torch.from_numpy(np.asarray(art[f"textures/{c}/counts"])))
+                    for c in categories}
+        bank = BackgroundBank.from_tensors(torch.from_numpy(np.asarray(art["bank/features"])),
+                                           int(art["bank/ptr"]), int(art["bank/filled"]))
         deformers = {c: deformer_from_artifact_data(art[f"deformers/{c}"], where=f"{path}:deformers/{c}")
                      for c in categories}
     except (KeyError, ValueError, RuntimeError) as exc:

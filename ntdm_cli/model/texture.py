@@ -64,6 +64,13 @@ class NeuralTexture:
         self.theta = F.normalize(theta, dim=-1).to(device)
         self.counts = torch.zeros(num_bins, size, size, device=device)
 
+    @classmethod
+    def from_tensors(cls, theta: torch.Tensor, counts: torch.Tensor) -> "NeuralTexture":
+        """A texture from stored Θ (b, q, q, d) and counts (b, q, q)."""
+        tex = cls.__new__(cls)
+        tex.theta, tex.counts = theta.float(), counts.float()
+        return tex
+
     @property
     def num_bins(self) -> int:
         return self.theta.shape[0]
@@ -130,6 +137,12 @@ class BackgroundBank:
         self.ptr = 0
         self.filled = 0
 
+    @classmethod
+    def from_tensors(cls, features: torch.Tensor, ptr: int, filled: int) -> "BackgroundBank":
+        bank = cls.__new__(cls)
+        bank.features, bank.ptr, bank.filled = features.float(), int(ptr), int(filled)
+        return bank
+
     @torch.no_grad()
     def push(self, feats: torch.Tensor) -> None:
         """feats: (k, d) new background features; the oldest are replaced."""
@@ -143,4 +156,7 @@ class BackgroundBank:
             self.filled = min(n, self.filled + k)
 
     def active(self) -> torch.Tensor:
-        return self.features if self.filled == 0 else self.features[: self.filled] if self.filled < self.features.shape[0] else self.features
+        """The filled part of the bank (the random initial features until the first push)."""
+        if 0 < self.filled < self.features.shape[0]:
+            return self.features[: self.filled]
+        return self.features
