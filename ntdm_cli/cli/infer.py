@@ -86,7 +86,7 @@ def infer_cmd(
     """Estimate pose, shape, class and amodal/visible/occluded masks; write predictions (+ overlays, meshes)."""
     from ntdm_cli.artifacts import write_artifact
     from ntdm_cli.console import progress
-    from ntdm_cli.infer.pipeline import inputs_from_dataset, inputs_from_files, infer_one, predictions_data
+    from ntdm_cli.infer.pipeline import batch_features, inputs_from_dataset, inputs_from_files, infer_one, predictions_data
     from ntdm_cli.infer.outputs import export_prediction_obj, overlay_png, vertex_visibility
     from ntdm_cli.model.io import load_model
     from ntdm_cli.render import Viewpoint
@@ -136,8 +136,11 @@ def infer_cmd(
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("infer", total=len(inputs), info="")
-        for inp in inputs:
-            p = infer_one(inp, model, cfg, device, generator)
+        feats: list = []
+        for k, inp in enumerate(inputs):
+            if k % cfg.batch_images == 0:  # backbone features for the next batch of images at once
+                feats = batch_features(inputs[k:k + cfg.batch_images], model, device)
+            p = infer_one(inp, model, cfg, device, generator, features=feats[k % cfg.batch_images])
             preds.append(p)
             rate = len(preds) / (time.perf_counter() - t0)
             prog.update(task, advance=1, info=f"{p.category} loss {p.result.loss:.3f}  {rate:.2f} img/s")

@@ -130,6 +130,21 @@ class Prediction:
 
 
 @torch.no_grad()
+def batch_features(inputs: list[InferInput], model: NTDMModel, device) -> list[torch.Tensor]:
+    """Backbone features (1, d, h, w) of each input, computed in one batch per crop size."""
+    out: list[torch.Tensor | None] = [None] * len(inputs)
+    by_size: dict[tuple, list[int]] = {}
+    for i, inp in enumerate(inputs):
+        by_size.setdefault(inp.crop.shape, []).append(i)
+    for idx in by_size.values():
+        images = torch.stack([torch.from_numpy(np.array(inputs[i].crop)).permute(2, 0, 1) for i in idx])
+        feats = model.backbone(images.float().div(255).to(device))
+        for j, i in enumerate(idx):
+            out[i] = feats[j:j + 1]
+    return out  # type: ignore[return-value]
+
+
+@torch.no_grad()
 def final_masks(rc: RenderCompare, hyp, crop_hw) -> tuple[torch.Tensor, torch.Tensor]:
     """Amodal silhouette at the crop resolution and the visible (foreground) mask, (H, W) bool each."""
     loss, inside, fg = rc.losses(hyp, return_maps=True)

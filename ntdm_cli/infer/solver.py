@@ -42,11 +42,12 @@ class InferConfig:
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
+    batch_images: int = 8  # images whose backbone features are computed in one batch
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):
             raise NtdmUsageError(f"infer.init must be grid, random or average, got {self.init!r}")
-        for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk"):
+        for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images"):
             if getattr(self, name) <= 0:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
