@@ -27,7 +27,9 @@ class Split:
 
 class TrainingSet(torch.utils.data.Dataset):
     """Samples of ``categories`` from a PASCAL3D+-layout ``root`` (split ``split``), preprocessed
-    NeMo-style (object at the dataset's target distance) into one (H, W) crop for all categories.
+    NeMo-style (object at the dataset's target distance) into each category's crop (``crop_of``), so
+    the object fills as much of the feature map as it can; ``crop_hw`` is the union crop (H, W) that
+    inference uses for every category.
 
     Items: dict(image (3, H, W) float32 in [0, 1], category (int), cad (int, 0-based),
     viewpoint (8,) float64 in VP_KEYS order, mask (H, W) bool (annotated amodal mask or all False),
@@ -41,8 +43,10 @@ class TrainingSet(torch.utils.data.Dataset):
             sizes = [self.dataset.crop_size(c) for c in self.categories]
             crop_hw = (max(s[0] for s in sizes), max(s[1] for s in sizes))
         self.crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
-        if self.crop_hw[0] % 8 or self.crop_hw[1] % 8:
-            raise NtdmError(f"crop size {self.crop_hw} must be a multiple of 8 (the feature stride)")
+        self.crop_of = {c: tuple(int(x) for x in self.dataset.crop_size(c)) for c in self.categories}
+        for size in [self.crop_hw, *self.crop_of.values()]:
+            if size[0] % 8 or size[1] % 8:
+                raise NtdmError(f"crop size {size} must be a multiple of 8 (the feature stride)")
         self.ids = [e.image_id for e in self.dataset.entries]
         self.cat_index = [self.categories.index(e.category) for e in self.dataset.entries]
 
@@ -61,17 +65,34 @@ class TrainingSet(torch.utils.data.Dataset):
             raise NtdmError("no training images left after holding out the calibration split")
         return Split(train, calib)
 
+    def batches(self, indices: list[int], batch_size: int, generator) -> list[list[int]]:
+        """Batches of one category each (one crop size per batch), in random order; ``indices`` keep
+        their (already shuffled) order within a category."""
+        import torch
+
+        per_cat: dict[int, list[int]] = {}
+        for i in indices:
+            per_cat.setdefault(self.cat_index[i], []).append(i)
+        out = [rows[s:s + batch_size] for rows in per_cat.values() for s in range(0, len(rows), batch_size)]
+        order = torch.randperm(len(out), generator=generator).tolist()
+        return [out[k] for k in order]
+
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> dict:
+        return self.load(i)
+
+    def load(self, i: int, crop_hw: tuple[int, int] | None = None) -> dict:
+        """Item i in its category's crop, or in ``crop_hw`` (the union crop, for calibration)."""
         sample = self.dataset[i]
-        out, _ = preprocess(sample, self.crop_hw, self.dataset.target_distance)
+        crop = crop_hw or self.crop_of[sample.category]
+        out, _ = preprocess(sample, crop, self.dataset.target_distance)
         image = torch.from_numpy(np.array(out.image)).permute(2, 0, 1).float() / 255.0
         mask = out.amodal_mask
         has_mask = mask is not None
         if mask is None:
-            mask = np.zeros(self.crop_hw, dtype=bool)
+            mask = np.zeros(crop, dtype=bool)
         return {
             "image": image,
             "category": self.categories.index(out.category),

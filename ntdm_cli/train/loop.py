@@ -54,7 +54,7 @@ class TrainConfig:
     positives: int = 1000
     negatives: int = 2000
     class_negatives: int = 32
-    tau: float = 0.0025  # squared UV distance (0.05 of the texture side)
+    tau: float = 0.01  # squared UV distance: negatives closer than 0.1 of the texture side are left out
     temperature: float = 0.07
     ml_weight: float = 1.0
     bank_size: int = 2560
@@ -167,7 +167,7 @@ def calibrate(backbone, textures, bank, dataset: TrainingSet, indices: list[int]
     was_training = backbone.training
     backbone.eval()
     for s in range(0, len(indices), cfg.batch_size):
-        items = [dataset[i] for i in indices[s:s + cfg.batch_size]]
+        items = [dataset.load(i, dataset.crop_hw) for i in indices[s:s + cfg.batch_size]]
         images = torch.stack([it["image"] for it in items]).to(device)
         pred = classify_fast(backbone, textures, bank, images, cfg.classifier_pool).argmax(-1).cpu()
         for it, p in zip(items, pred.tolist()):
@@ -309,17 +309,16 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         save_model(path, model, config_yaml, train_state=state)
 
     calibration: dict = {}
-    steps_per_epoch = math.ceil(len(split.train) / (cfg.batch_size * world))
+    steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, _gen(cfg.seed, 0))) / world)
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
         for epoch in range(start_epoch, cfg.epochs):
             perm = torch.randperm(len(split.train), generator=_gen(cfg.seed, 1, epoch)).tolist()
-            order = [split.train[i] for i in perm]
-            order = order + order[: (-len(order)) % world]  # equal shares keep DDP in step
-            order = order[rank::world]
-            loader = torch.utils.data.DataLoader(
-                torch.utils.data.Subset(dataset, order), batch_size=cfg.batch_size, shuffle=False,
-                num_workers=cfg.workers, collate_fn=_collate, persistent_workers=False)
+            batches = dataset.batches([split.train[i] for i in perm], cfg.batch_size, _gen(cfg.seed, 3, epoch))
+            batches = batches + batches[: (-len(batches)) % world]  # equal shares keep DDP in step
+            batches = batches[rank::world]
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                                 collate_fn=_collate, persistent_workers=False)
             sums = {"loss": 0.0, "inner": 0.0, "cross": 0.0, "ml": 0.0}
             nb, t0, nimg, nused = 0, time.perf_counter(), 0, 0
             for step, batch in enumerate(loader):
