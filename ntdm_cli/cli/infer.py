@@ -111,6 +111,8 @@ def infer_cmd(
         d.requires_grad_(False)
     model.backbone.eval()
     crop_hw = tuple(int(x) for x in str(model.extra.get("crop_hw", "256,256")).split(","))
+    if cfg.init_distance <= 0:
+        cfg.init_distance = float(model.extra.get("target_distance", 5.0))
     if category is not None and category not in model.categories:
         raise NtdmUsageError(f"--category {category}: the model has no such category (it has {', '.join(model.categories)})")
     if data is not None:

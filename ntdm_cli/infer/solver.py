@@ -32,7 +32,7 @@ class InferConfig:
     elevation_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 3])
     thetas: int = 3
     theta_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 6])
-    init_distance: float = 5.0
+    init_distance: float = 0.0  # 0: the model's training distance (the crops put objects there; NeMo: 5)
     topk: int = 1
     shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
     init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)

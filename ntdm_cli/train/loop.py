@@ -302,7 +302,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         model = NTDMModel(cfg.backbone, backbone, cats, dict(zip(cats, textures)), bank,
                           {c: deformers[c] for c in cats}, cfg.bin_temperature, omega,
                           {k: np.asarray(v) for k, v in curves.items()}, calibration,
-                          extra={"crop_hw": f"{dataset.crop_hw[0]},{dataset.crop_hw[1]}"})
+                          extra={"crop_hw": f"{dataset.crop_hw[0]},{dataset.crop_hw[1]}",
+                                 "target_distance": float(dataset.dataset.target_distance)})
         state = None
         if with_state:
             state = {"epoch": np.int64(epoch), **_opt_state(optimizer, scheduler)}
