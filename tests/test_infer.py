@@ -34,7 +34,7 @@ def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline):
     tex.counts += 1
     truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
                  distance=torch.tensor([5.0]))
-    cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, no_background=False)
+    cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, init_distance=5.0)
     bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
     h = w = 16
     with torch.no_grad():

@@ -183,6 +183,8 @@ def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> So
     import time
 
     dev = rc.f.device
+    if not cfg.init_distance > 0:
+        raise ValueError("InferConfig.init_distance must be resolved to a positive distance before solve()")
     t0 = time.perf_counter()
     A, E, T = pose_grid(cfg, dev)
     Z = initial_latents(rc.deformer, cfg, generator).to(dev)
@@ -203,6 +205,9 @@ def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> So
     for p in params:
         p.requires_grad_(True)
     history: list[float] = []
+    # keep, per hypothesis, the best parameters seen: the result is never worse than its grid start
+    best_loss = scores[top].clone()
+    best = hyp.detached()
     if cfg.steps > 0:
         opt = torch.optim.Adam(params, lr=cfg.lr)
         gamma = cfg.lr_final_factor ** (1.0 / max(cfg.steps, 1))
@@ -210,13 +215,18 @@ def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> So
         best_seen, stall = float("inf"), 0
         for _ in range(cfg.steps):
             loss = rc.losses(hyp)
-            total = loss.sum()
+            with torch.no_grad():
+                better = loss.detach() < best_loss
+                if better.any():
+                    best_loss = torch.where(better, loss.detach(), best_loss)
+                    for dst, src in zip(best.fields(), hyp.fields()):
+                        dst[better] = src.detach()[better]
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            loss.sum().backward()
             opt.step()
             sched.step()
             with torch.no_grad():
-                hyp.distance.clamp_(min=0.5)
+                hyp.distance.clamp_(min=0.05 * cfg.init_distance)
                 hyp.log_scale.clamp_(-1.0, 1.0)
                 hyp.elevation.clamp_(-math.pi / 2, math.pi / 2)
             cur = float(loss.detach().min())
@@ -227,12 +237,15 @@ def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> So
                 stall += 1
                 if stall >= cfg.early_stop_patience:
                     break
-    hyp = hyp.detached()
-    with torch.no_grad():
-        final = rc.losses(hyp)
-    order = torch.argsort(final)
-    hyp = hyp.select(order)
-    final = final[order]
+        with torch.no_grad():  # the parameters after the last step
+            final = rc.losses(hyp.detached())
+            better = final < best_loss
+            best_loss = torch.where(better, final, best_loss)
+            for dst, src in zip(best.fields(), hyp.fields()):
+                dst[better] = src.detach()[better]
+    order = torch.argsort(best_loss)
+    hyp = best.select(order)
+    final = best_loss[order]
     t2 = time.perf_counter()
     return SolveResult(best=hyp.select(torch.tensor([0], device=dev)), loss=float(final[0]), topk=hyp,
                        topk_losses=final, init_loss=init_loss, history=history,

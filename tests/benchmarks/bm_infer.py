@@ -46,9 +46,9 @@ def main(argv=None):
     bank = F.normalize(torch.randn(256, args.d, generator=g), dim=-1).to(dev)
     h = w = args.crop // 8
     feats = F.normalize(torch.randn(1, args.d, h, w, generator=g), dim=1).to(dev)
-    cfg = InferConfig(steps=args.steps, early_stop_patience=10**9)
+    cfg = InferConfig(steps=args.steps, early_stop_patience=10**9, init_distance=5.0)
     rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (args.crop / 2, args.crop / 2))
-    solve(rc, InferConfig(steps=2, early_stop_patience=10**9), g)  # warm-up
+    solve(rc, InferConfig(steps=2, early_stop_patience=10**9, init_distance=5.0), g)  # warm-up
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
