@@ -5,12 +5,13 @@
 #
 # Sizes (SCALE=tiny|demo|full; run time on 2 CPU cores):
 #   tiny  2 categories, a handful of images, minutes   (CI smoke test)
-#   demo  6 categories, small backbone, ~15 minutes     (make demo)
+#   demo  6 categories, small backbone, ~15 minutes     (make demo; quality far below the paper: see README)
 #   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
 # Outputs in $OUT (default runs/synthetic-$SCALE): data/ (the dataset), deformers/*.h5, model.h5,
 # predictions.h5, overlays/*.png, meshes/*.obj, report/ (report.md, report.json, plots).
 set -euo pipefail
 SCALE=${SCALE:-demo}
+OODLIMIT=1
 OUT=${OUT:-runs/synthetic-$SCALE}
 case "$SCALE" in
   tiny)
@@ -20,13 +21,13 @@ case "$SCALE" in
     INFER=(--set infer.steps=10 --set infer.azimuths=8 --set infer.elevations=2 --set infer.thetas=1)
     ;;
   demo)
-    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=80; OODPER=2; SIZE=128; EPOCHS=12; EVAL_LIMIT=4
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=80; OODPER=1; SIZE=128; EPOCHS=12; EVAL_LIMIT=3
     FIT=(--preset demo)
-    TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.9)
+    TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
     INFER=(--set infer.steps=60 --set infer.shortlist=2)
     ;;
   full)
-    CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=200; EVAL_LIMIT=200
+    CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=200; EVAL_LIMIT=200; OODLIMIT=50
     FIT=(); TRAIN=(); INFER=(--set infer.shortlist=3)
     ;;
   *) echo "SCALE must be tiny, demo or full (got $SCALE)" >&2; exit 2 ;;
@@ -42,7 +43,7 @@ done
 ntdm train-textures --data "$OUT/data" --deformers "$OUT/deformers" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN[@]}"
 ntdm infer --data "$OUT/data" --split val --occlusion 0,1,2,3 --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
   -o "$OUT/predictions.h5" --overlay "$OUT/overlays" --export "$OUT/meshes" "${INFER[@]}"
-ntdm infer --data "$OUT/data" --split val --nuisance all --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
+ntdm infer --data "$OUT/data" --split val --nuisance all --limit "$OODLIMIT" --model "$OUT/model.h5" \
   -o "$OUT/predictions_ood.h5" "${INFER[@]}"
 ntdm export-obj "$OUT/deformers/car.h5" --all -o "$OUT/car-shapes" >/dev/null
 ntdm eval "$OUT/predictions.h5" --data "$OUT/data" --out "$OUT/report" --labels ntdm
