@@ -9,6 +9,7 @@
 # Run time: days on 2 CPU cores; hours on a GPU (train with torchrun, one process per GPU:
 #   NPROC=8 bash recipes/pascal3d.sh). Outputs in $OUT (default runs/pascal3d): deformers/*.h5,
 #   model.h5, predictions*.h5, report*/.
+# Extra options per stage (e.g. smaller runs): FIT_ARGS, TRAIN_ARGS, INFER_ARGS (word-split).
 set -euo pipefail
 : "${P3D:?set P3D to the PASCAL3D+ release folder}"
 OUT=${OUT:-runs/pascal3d}
@@ -17,11 +18,13 @@ NPROC=${NPROC:-1}
 EPOCHS=${EPOCHS:-800}
 OCC=${OCC:-$P3D/OccludedPASCAL3D}
 OOD=${OOD:-$P3D/OOD_CV}
+FIT_ARGS=(${FIT_ARGS:-}); TRAIN_ARGS=(${TRAIN_ARGS:-}); INFER_ARGS=(${INFER_ARGS:-})
 mkdir -p "$OUT/deformers"
 for c in ${CATS//,/ }; do
-  [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$P3D/CAD/$c" --category "$c" -o "$OUT/deformers/$c.h5"
+  [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$P3D/CAD/$c" --category "$c" -o "$OUT/deformers/$c.h5" \
+    "${FIT_ARGS[@]}"
 done
-TRAIN=(train-textures --data "$P3D" --deformers "$OUT/deformers" --categories "$CATS" -o "$OUT/model.h5" --epochs "$EPOCHS")
+TRAIN=(train-textures --data "$P3D" --deformers "$OUT/deformers" --categories "$CATS" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN_ARGS[@]}")
 [ -n "${PRETRAINED:-}" ] && TRAIN+=(--pretrained "$PRETRAINED")
 RESUME=()
 [ -f "$OUT/model.h5.ckpt.h5" ] && RESUME=(--resume "$OUT/model.h5.ckpt.h5")
@@ -31,11 +34,11 @@ else
   ntdm "${TRAIN[@]}" "${RESUME[@]}"
 fi
 ntdm infer --data "$P3D" --split val --occlusion 0,1,2,3 --model "$OUT/model.h5" -o "$OUT/predictions.h5" \
-  --set infer.shortlist=3
+  --set infer.shortlist=3 "${INFER_ARGS[@]}"
 ntdm eval "$OUT/predictions.h5" --data "$P3D" --out "$OUT/report" --labels ntdm
 if [ -d "$OOD" ]; then
   ntdm infer --data "$P3D" --split val --nuisance all --model "$OUT/model.h5" -o "$OUT/predictions_ood.h5" \
-    --set infer.shortlist=3
+    --set infer.shortlist=3 "${INFER_ARGS[@]}"
   ntdm eval "$OUT/predictions_ood.h5" --data "$P3D" --out "$OUT/report_ood" --labels ntdm
 fi
 echo "== done: $OUT/report/report.md"

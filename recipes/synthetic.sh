@@ -15,7 +15,7 @@ OODLIMIT=1
 OUT=${OUT:-runs/synthetic-$SCALE}
 case "$SCALE" in
   tiny)
-    CATS=car,bus; PER=8; OODPER=1; SIZE=96; EPOCHS=2; EVAL_LIMIT=2
+    CATS=car,bus; PER=8; OODPER=1; SIZE=128; EPOCHS=2; EVAL_LIMIT=2
     FIT=(--preset demo --set deformer.subdivisions=2 --set deformer.steps=40 --set deformer.hidden=32 --set deformer.pool_samples=3000 --set deformer.eval_samples=1000 --set deformer.cross_samples=300)
     TRAIN=(--set train.backbone=small --set train.texture_size=32 --set train.feature_dim=32 --set train.batch_size=4 --set train.positives=100 --set train.negatives=200 --set train.bank_size=128 --set train.workers=0 --set train.lr=1e-3)
     INFER=(--set infer.steps=10 --set infer.azimuths=8 --set infer.elevations=2 --set infer.thetas=1)
