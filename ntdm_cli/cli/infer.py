@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import torch
 import typer
 
 from ntdm_cli.cli.common import existing_file, output_folder_ok, state
@@ -84,12 +83,8 @@ def infer_cmd(
     init: Optional[str] = typer.Option(None, "--init", help="Latent initialisation: grid | random | average."),
 ) -> None:
     """Estimate pose, shape, class and amodal/visible/occluded masks; write predictions (+ overlays, meshes)."""
-    from ntdm_cli.artifacts import write_artifact
-    from ntdm_cli.console import progress
-    from ntdm_cli.infer.pipeline import batch_features, inputs_from_dataset, inputs_from_files, infer_one, predictions_data
-    from ntdm_cli.infer.outputs import export_prediction_obj, overlay_png, vertex_visibility
+    from ntdm_cli.infer.pipeline import inputs_from_dataset, inputs_from_files, run_infer
     from ntdm_cli.model.io import load_model
-    from ntdm_cli.render import Viewpoint
 
     st = state(ctx)
     cfg = st.config.get("infer")
@@ -127,51 +122,13 @@ def infer_cmd(
     inputs = inputs[shard_i::shard_n]
     if not inputs:
         raise NtdmUsageError("no images to process")
-    several = len(inputs) > 1
     for opt, path in (("--overlay", overlay), ("--export", export)):
-        if path is not None and several:
-            path.mkdir(parents=True, exist_ok=True)
-        elif path is not None:
+        if path is not None and len(inputs) == 1:
             output_folder_ok(path, opt)
-    preds = []
-    generator = torch.Generator().manual_seed(0)
-    t0 = time.perf_counter()
-    with progress() as prog:
-        task = prog.add_task("infer", total=len(inputs), info="")
-        feats: list = []
-        for k, inp in enumerate(inputs):
-            if k % cfg.batch_images == 0:  # backbone features for the next batch of images at once
-                feats = batch_features(inputs[k:k + cfg.batch_images], model, device)
-            p = infer_one(inp, model, cfg, device, generator, features=feats[k % cfg.batch_images])
-            preds.append(p)
-            rate = len(preds) / (time.perf_counter() - t0)
-            prog.update(task, advance=1, info=f"{p.category} loss {p.result.loss:.3f}  {rate:.2f} img/s")
-            stem = p.image_id.rsplit(".", 1)[0].replace("/", "__").replace("|", "_").replace(" ", "_").lstrip("._")
-            template = model.deformers[p.category].template
-            if overlay is not None:
-                target = overlay / f"{stem}.png" if several else overlay
-                from ntdm_cli.data.pascal3d import load_image
-
-                original = load_image(p.inp.image_path) if p.inp.image_path else p.inp.crop
-                if original.shape[:2] != p.amodal.shape:
-                    original = p.inp.crop
-                    am, vi, vp = p.crop_amodal, p.crop_visible, dict(p.viewpoint, distance=float(p.result.best.distance), px=p.inp.crop.shape[1] / 2, py=p.inp.crop.shape[0] / 2)
-                else:
-                    am, vi, vp = p.amodal, p.visible, p.viewpoint
-                overlay_png(target, original, am, vi, p.verts, template, vp,
-                            title=f"{p.category} az {p.viewpoint['azimuth']:.2f} el {p.viewpoint['elevation']:.2f}")
-            if export is not None:
-                target = export / f"{stem}.obj" if several else export
-                h, w = p.crop_amodal.shape
-                hyp = p.result.best
-                vp_crop = Viewpoint.create(azimuth=hyp.azimuth, elevation=hyp.elevation, theta=hyp.theta,
-                                           distance=hyp.distance, px=w / 2.0, py=h / 2.0)
-                state_v = vertex_visibility(torch.from_numpy(p.verts).float(), template, vp_crop, p.crop_visible, p.crop_amodal)
-                export_prediction_obj(target, p.verts, template, state_v)
-    data_out = predictions_data(preds, model.categories)
     attrs = {"model": str(model_path), "data_root": str(data or ""), "split": split if data else "",
              "shard": f"{shard_i}/{shard_n}"}
-    write_artifact(output, "predictions", data_out, config_yaml=st.config.to_yaml(), attrs=attrs)
+    t0 = time.perf_counter()
+    preds = run_infer(inputs, model, cfg, device, output, overlay, export, st.config.to_yaml(), attrs)
     total = time.perf_counter() - t0
     out.print(f"wrote {output}: {len(preds)} images in {total:.1f} s ({total / len(preds):.2f} s/image)")
     if len(preds) == 1:

@@ -84,3 +84,34 @@ def overlay_png(path: Path, image: np.ndarray, amodal: np.ndarray, visible: np.n
         draw.rectangle([0, 0, 8 * len(title) + 8, 14], fill=(0, 0, 0))
         draw.text((4, 1), title, fill=(255, 255, 255))
     return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def output_stem(pred) -> str:
+    """File stem for one prediction: the file name for image files, the dataset id made flat otherwise."""
+    if pred.inp.image_path and pred.inp.image_path == pred.image_id:
+        return Path(pred.image_id).stem
+    return pred.image_id.rsplit(".", 1)[0].replace("/", "__").replace("|", "_").replace(" ", "_").lstrip("._")
+
+
+def write_prediction_outputs(pred, template, overlay: Path | None, export: Path | None) -> None:
+    """The overlay PNG (on the original image when it can be read at the mask's resolution, else on
+    the crop) and the coloured OBJ of one prediction."""
+    from ntdm_cli.data.pascal3d import load_image
+
+    if overlay is not None:
+        original = load_image(pred.inp.image_path) if pred.inp.image_path else None
+        title = f"{pred.category} az {pred.viewpoint['azimuth']:.2f} el {pred.viewpoint['elevation']:.2f}"
+        if original is not None and original.shape[:2] == pred.amodal.shape:
+            overlay_png(overlay, original, pred.amodal, pred.visible, pred.verts, template, pred.viewpoint, title)
+        else:  # resized on reading (very large image): draw on the crop in the crop's frame
+            h, w = pred.inp.crop.shape[:2]
+            vp = dict(pred.viewpoint, distance=float(pred.result.best.distance), px=w / 2, py=h / 2)
+            overlay_png(overlay, pred.inp.crop, pred.crop_amodal, pred.crop_visible, pred.verts, template, vp, title)
+    if export is not None:
+        h, w = pred.crop_amodal.shape
+        hyp = pred.result.best
+        vp_crop = Viewpoint.create(azimuth=hyp.azimuth, elevation=hyp.elevation, theta=hyp.theta,
+                                   distance=hyp.distance, px=w / 2.0, py=h / 2.0)
+        state = vertex_visibility(torch.from_numpy(pred.verts).float(), template, vp_crop, pred.crop_visible,
+                                  pred.crop_amodal)
+        export_prediction_obj(export, pred.verts, template, state)

@@ -10,13 +10,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ntdm_cli.console import progress, warn
+from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, solve
-from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.io import NTDMModel
-from ntdm_cli.render import Viewpoint, pose_rotation, project, rasterize
+from ntdm_cli.render import pose_rotation, project, rasterize
 from ntdm_cli.train.losses import fast_class_scores
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -254,3 +253,38 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
         data["latent"] = lat
         data["scale"] = np.stack([p.result.best.log_scale[0].exp().detach().cpu().numpy() for p in preds])
     return data
+
+
+def run_infer(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, device, output: Path,
+              overlay: Path | None = None, export: Path | None = None, config_yaml: str = "",
+              attrs: dict | None = None) -> list[Prediction]:
+    """Infer every input (backbone features in batches of ``cfg.batch_images``), write the overlays
+    and meshes as it goes (into folders when there are several inputs) and the predictions artifact."""
+    from ntdm_cli.artifacts import write_artifact
+    from ntdm_cli.infer.outputs import output_stem, write_prediction_outputs
+
+    several = len(inputs) > 1
+    for path in (overlay, export):
+        if path is not None and several:
+            path.mkdir(parents=True, exist_ok=True)
+    preds: list[Prediction] = []
+    generator = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    with progress() as prog:
+        task = prog.add_task("infer", total=len(inputs), info="")
+        feats: list = []
+        for k, inp in enumerate(inputs):
+            if k % cfg.batch_images == 0:
+                feats = batch_features(inputs[k:k + cfg.batch_images], model, device)
+            p = infer_one(inp, model, cfg, device, generator, features=feats[k % cfg.batch_images])
+            preds.append(p)
+            rate = len(preds) / (time.perf_counter() - t0)
+            prog.update(task, advance=1, info=f"{p.category} loss {p.result.loss:.3f}  {rate:.2f} img/s")
+            stem = output_stem(p)
+            write_prediction_outputs(
+                p, model.deformers[p.category].template,
+                (overlay / f"{stem}.png" if several else overlay) if overlay is not None else None,
+                (export / f"{stem}.obj" if several else export) if export is not None else None)
+    write_artifact(output, "predictions", predictions_data(preds, model.categories), config_yaml=config_yaml,
+                   attrs=attrs or {})
+    return preds

@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ntdm_cli.config import section
 from ntdm_cli.errors import NtdmUsageError
