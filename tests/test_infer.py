@@ -119,3 +119,25 @@ def test_bad_inputs(tiny_pipeline, tmp_path):
     assert code("infer", str(img), "--model", str(deformer), "-o", str(tmp_path / "p.h5")) == 1
     assert code("infer", str(img), "--model", str(tiny_pipeline.model), "--shard", "3/2") == 2
     assert not (tmp_path / "p.h5").exists()
+
+
+def test_batched_images_match_one_at_a_time(tiny_pipeline):
+    """Solving several images in one batch gives what solving each alone gives."""
+    from ntdm_cli.infer.pipeline import infer_batch, infer_one, inputs_from_dataset
+
+    model = load_model(tiny_pipeline.model)
+    for d in model.deformers.values():
+        d.requires_grad_(False)
+    crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
+    _, stream = inputs_from_dataset(tiny_pipeline.data, "val", ["car", "bus"], crop, limit=1)
+    inputs = list(stream)
+    assert len(inputs) == 2
+    cfg = InferConfig(steps=6, azimuths=4, elevations=2, thetas=1, topk=2, early_stop_patience=10**6,
+                      init_distance=float(model.extra["target_distance"]))
+    together = infer_batch(inputs, model, cfg, "cpu", torch.Generator().manual_seed(0))
+    alone = [infer_one(i, model, cfg, "cpu", torch.Generator().manual_seed(0)) for i in inputs]
+    for a, b in zip(together, alone):
+        assert a.category == b.category
+        assert a.result.loss == pytest.approx(b.result.loss, abs=1e-5)
+        assert a.viewpoint["azimuth"] == pytest.approx(b.viewpoint["azimuth"], abs=1e-4)
+        assert len(a.result.topk) == 2

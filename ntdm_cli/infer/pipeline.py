@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
-from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, solve
+from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, solve_batch
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
 from ntdm_cli.train.losses import fast_class_scores
@@ -155,56 +155,70 @@ def final_masks(rc: RenderCompare, hyp, crop_hw) -> tuple[torch.Tensor, torch.Te
     return amodal, up & amodal
 
 
-def infer_one(inp: InferInput, model: NTDMModel, cfg: InferConfig, device, generator: torch.Generator,
-              features: torch.Tensor | None = None) -> Prediction:
+def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, device, generator: torch.Generator,
+                features: torch.Tensor | None = None) -> list[Prediction]:
+    """Infer a batch of images (same crop size). Each category is solved once for every image that
+    needs it (known category, fast-classifier shortlist, or all), all of them in one batch."""
     t0 = time.perf_counter()
     if features is None:
-        image = torch.from_numpy(np.array(inp.crop)).permute(2, 0, 1).float().div(255).unsqueeze(0).to(device)
-        with torch.no_grad():
-            features = model.backbone(image)
-    t_feat = time.perf_counter() - t0
+        features = torch.cat(batch_features(inputs, model, device))
+    t_feat = (time.perf_counter() - t0) / len(inputs)
     bank = model.bank.active()
-    if inp.category is not None:
-        if inp.category not in model.textures:
-            raise NtdmUsageError(f"--category {inp.category}: the model has no such category "
-                                 f"(it has {', '.join(model.categories)})")
-        tried = [inp.category]
-    elif cfg.shortlist and cfg.shortlist < len(model.categories):
-        protos = [model.textures[c].prototypes(16) for c in model.categories]
-        scores = fast_class_scores(features, protos, bank)[0]
-        tried = [model.categories[i] for i in torch.topk(scores, cfg.shortlist).indices.tolist()]
-    else:
-        tried = list(model.categories)
-    h, w = inp.crop.shape[:2]
-    best: tuple[float, str, SolveResult, RenderCompare] | None = None
-    losses: dict[str, float] = {}
-    timing = {"features": t_feat, "init": 0.0, "optimise": 0.0}
-    for cat in tried:
-        rc = RenderCompare(features, model.deformers[cat], model.textures[cat], bank, cfg, model.bin_temperature,
+    tried: list[list[str]] = []
+    protos = None
+    for i, inp in enumerate(inputs):
+        if inp.category is not None:
+            if inp.category not in model.textures:
+                raise NtdmUsageError(f"--category {inp.category}: the model has no such category "
+                                     f"(it has {', '.join(model.categories)})")
+            tried.append([inp.category])
+        elif cfg.shortlist and cfg.shortlist < len(model.categories):
+            if protos is None:
+                protos = [model.textures[c].prototypes(16) for c in model.categories]
+            scores = fast_class_scores(features[i:i + 1], protos, bank)[0]
+            tried.append([model.categories[j] for j in torch.topk(scores, cfg.shortlist).indices.tolist()])
+        else:
+            tried.append(list(model.categories))
+    h, w = inputs[0].crop.shape[:2]
+    solved: dict[tuple[int, str], tuple[SolveResult, RenderCompare]] = {}
+    timing = [{"features": t_feat, "init": 0.0, "optimise": 0.0} for _ in inputs]
+    for cat in model.categories:
+        rows = [i for i, t in enumerate(tried) if cat in t]
+        if not rows:
+            continue
+        rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], bank, cfg, model.bin_temperature,
                            (w / 2.0, h / 2.0))
-        res = solve(rc, cfg, generator)
-        losses[cat] = res.loss
-        timing["init"] += res.timing["init"]
-        timing["optimise"] += res.timing["optimise"]
-        if best is None or res.loss < best[0]:
-            best = (res.loss, cat, res, rc)
-    assert best is not None
-    _, cat, res, rc = best
-    t1 = time.perf_counter()
-    amodal, visible = final_masks(rc, res.best, (h, w))
-    hyp = res.best
-    vp_crop = {"azimuth": float(hyp.azimuth), "elevation": float(hyp.elevation), "theta": float(hyp.theta),
-               "distance": float(hyp.distance), "focal": 1.0, "px": w / 2.0, "py": h / 2.0, "viewport": 3000.0}
-    vp = unpreprocess_viewpoint(vp_crop, inp.transform)
-    crop_amodal, crop_visible = amodal.cpu().numpy(), visible.cpu().numpy()
-    with torch.no_grad():
-        verts = rc.verts(hyp)[0].cpu().numpy()
-    timing["masks"] = time.perf_counter() - t1
-    timing["total"] = time.perf_counter() - t0
-    return Prediction(image_id=inp.image_id, category=cat, categories_tried=tried, category_losses=losses, result=res,
-                      viewpoint=vp, amodal=unpreprocess_mask(crop_amodal, inp.transform),
-                      visible=unpreprocess_mask(crop_visible, inp.transform), crop_amodal=crop_amodal,
-                      crop_visible=crop_visible, verts=verts, timing=timing, inp=inp)
+        for i, res in zip(rows, solve_batch(rc, cfg, generator)):
+            solved[(i, cat)] = (res, rc)
+            timing[i]["init"] += res.timing["init"]
+            timing[i]["optimise"] += res.timing["optimise"]
+    preds = []
+    for i, inp in enumerate(inputs):
+        t1 = time.perf_counter()
+        losses = {c: solved[(i, c)][0].loss for c in tried[i]}
+        cat = min(losses, key=losses.get)
+        res, rc = solved[(i, cat)]
+        amodal, visible = final_masks(rc, res.best, (h, w))
+        hyp = res.best
+        vp_crop = {"azimuth": float(hyp.azimuth), "elevation": float(hyp.elevation), "theta": float(hyp.theta),
+                   "distance": float(hyp.distance), "focal": 1.0, "px": w / 2.0, "py": h / 2.0, "viewport": 3000.0}
+        crop_amodal, crop_visible = amodal.cpu().numpy(), visible.cpu().numpy()
+        with torch.no_grad():
+            verts = rc.verts(hyp)[0].cpu().numpy()
+        timing[i]["masks"] = time.perf_counter() - t1
+        timing[i]["total"] = sum(timing[i].values())
+        preds.append(Prediction(
+            image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses, result=res,
+            viewpoint=unpreprocess_viewpoint(vp_crop, inp.transform),
+            amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
+            crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
+    return preds
+
+
+def infer_one(inp: InferInput, model: NTDMModel, cfg: InferConfig, device, generator: torch.Generator,
+              features: torch.Tensor | None = None) -> Prediction:
+    """Infer one image (see :func:`infer_batch`)."""
+    return infer_batch([inp], model, cfg, device, generator, features)[0]
 
 
 def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
@@ -255,11 +269,19 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
     return data
 
 
+def _same_size(inputs: list[InferInput]) -> list[list[InferInput]]:
+    groups: dict[tuple, list[InferInput]] = {}
+    for inp in inputs:
+        groups.setdefault(inp.crop.shape, []).append(inp)
+    return list(groups.values())
+
+
 def run_infer(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, device, output: Path,
               overlay: Path | None = None, export: Path | None = None, config_yaml: str = "",
               attrs: dict | None = None) -> list[Prediction]:
-    """Infer every input (backbone features in batches of ``cfg.batch_images``), write the overlays
-    and meshes as it goes (into folders when there are several inputs) and the predictions artifact."""
+    """Infer every input in batches of ``cfg.batch_images`` images (features and solves batched), write
+    the overlays and meshes as it goes (into folders when there are several inputs) and the predictions
+    artifact."""
     from ntdm_cli.artifacts import write_artifact
     from ntdm_cli.infer.outputs import output_stem, write_prediction_outputs
 
@@ -272,19 +294,18 @@ def run_infer(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, devi
     t0 = time.perf_counter()
     with progress() as prog:
         task = prog.add_task("infer", total=len(inputs), info="")
-        feats: list = []
-        for k, inp in enumerate(inputs):
-            if k % cfg.batch_images == 0:
-                feats = batch_features(inputs[k:k + cfg.batch_images], model, device)
-            p = infer_one(inp, model, cfg, device, generator, features=feats[k % cfg.batch_images])
-            preds.append(p)
+        for k in range(0, len(inputs), cfg.batch_images):
+            chunk = inputs[k:k + cfg.batch_images]
+            for group in _same_size(chunk):
+                for p in infer_batch(group, model, cfg, device, generator):
+                    preds.append(p)
+                    stem = output_stem(p)
+                    write_prediction_outputs(
+                        p, model.deformers[p.category].template,
+                        (overlay / f"{stem}.png" if several else overlay) if overlay is not None else None,
+                        (export / f"{stem}.obj" if several else export) if export is not None else None)
             rate = len(preds) / (time.perf_counter() - t0)
-            prog.update(task, advance=1, info=f"{p.category} loss {p.result.loss:.3f}  {rate:.2f} img/s")
-            stem = output_stem(p)
-            write_prediction_outputs(
-                p, model.deformers[p.category].template,
-                (overlay / f"{stem}.png" if several else overlay) if overlay is not None else None,
-                (export / f"{stem}.obj" if several else export) if export is not None else None)
+            prog.update(task, advance=len(chunk), info=f"{rate:.2f} img/s")
     write_artifact(output, "predictions", predictions_data(preds, model.categories), config_yaml=config_yaml,
                    attrs=attrs or {})
     return preds

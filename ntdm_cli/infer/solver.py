@@ -41,7 +41,7 @@ class InferConfig:
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
-    batch_images: int = 8  # images whose backbone features are computed in one batch
+    batch_images: int = 8  # images solved together (features, grid scoring and Adam in one batch)
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):
@@ -55,7 +55,8 @@ class InferConfig:
 
 @dataclass
 class Hypotheses:
-    """Batched pose + shape hypotheses, each field (N,) or (N, K) / (N, 3)."""
+    """Batched pose + shape hypotheses, each field (N,) or (N, K) / (N, 3); ``image`` (N,) int64 says
+    which image of the batch each hypothesis explains (None: all image 0)."""
 
     azimuth: torch.Tensor
     elevation: torch.Tensor
@@ -63,18 +64,25 @@ class Hypotheses:
     distance: torch.Tensor
     latent: torch.Tensor
     log_scale: torch.Tensor
+    image: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.azimuth.shape[0]
 
     def select(self, idx: torch.Tensor) -> "Hypotheses":
-        return Hypotheses(*(t[idx] for t in self.fields()))
+        return Hypotheses(*(t[idx] for t in self.fields()), image=None if self.image is None else self.image[idx])
 
     def fields(self) -> tuple[torch.Tensor, ...]:
+        """The optimisable tensors."""
         return (self.azimuth, self.elevation, self.theta, self.distance, self.latent, self.log_scale)
 
     def detached(self) -> "Hypotheses":
-        return Hypotheses(*(t.detach().clone() for t in self.fields()))
+        return Hypotheses(*(t.detach().clone() for t in self.fields()), image=self.image)
+
+    def image_index(self) -> torch.Tensor:
+        if self.image is None:
+            return torch.zeros(len(self), dtype=torch.long, device=self.azimuth.device)
+        return self.image
 
 
 def pose_grid(cfg: InferConfig, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,9 +110,10 @@ def initial_latents(deformer, cfg: InferConfig, generator: torch.Generator) -> t
 
 
 class RenderCompare:
-    """Scores hypotheses of one category against one image's features.
+    """Scores hypotheses of one category against the features of a batch of images.
 
-    features: (1, d, h, w) unit image features; bank: (B, d) background features."""
+    features: (B, d, h, w) unit image features (hypothesis n explains image ``hyp.image[n]``);
+    bank: (M, d) background features."""
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
                  bin_temperature: float, principal: tuple[float, float]):
@@ -116,8 +125,8 @@ class RenderCompare:
         self.cfg = cfg
         self.bin_temperature = bin_temperature
         self.h, self.w = features.shape[-2:]
-        self.bg = (features[0].permute(1, 2, 0) @ bank.T).amax(-1) if not cfg.no_background \
-            else torch.zeros(self.h, self.w, device=features.device)  # (h, w)
+        self.bg = (features.permute(0, 2, 3, 1) @ bank.T).amax(-1) if not cfg.no_background \
+            else torch.zeros(features.shape[0], self.h, self.w, device=features.device)  # (B, h, w)
         self.px, self.py = principal
         # With linear latent conditioning Γ(z) = s ⊙ (v + Σ_k z_k D_k) exactly: precompute the basis D
         # once instead of running the MLP for every hypothesis at every step.
@@ -152,14 +161,16 @@ class RenderCompare:
                                  self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), float(STRIDE),
                                  self.num_bins, self.bin_temperature)
         rendered = render_features(surf, self.template.verts_uvs, self.template.faces_uvs, self.theta)
-        fg_score = (rendered * self.f).sum(1)  # (N, h, w)
+        img = hyp.image_index()
+        fg_score = (rendered * self.f[img]).sum(1)  # (N, h, w)
+        bg = self.bg[img]
         inside = surf.mask
         if self.cfg.no_background:
             score = torch.where(inside, fg_score, torch.zeros_like(fg_score))
             fg = inside
         else:
-            fg = inside & (fg_score > self.bg)
-            score = torch.where(fg, fg_score, self.bg.expand_as(fg_score))
+            fg = inside & (fg_score > bg)
+            score = torch.where(fg, fg_score, bg)
         loss = 1 - score.mean((1, 2))
         if return_maps:
             return loss, inside, fg
@@ -178,25 +189,35 @@ class SolveResult:
 
 
 def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> SolveResult:
-    """Grid search then Adam for one image and category."""
+    """Grid search then Adam for one image (the first of ``rc``'s features) and one category."""
+    return solve_batch(rc, cfg, generator, images=1)[0]
+
+
+def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
+                images: int | None = None) -> list[SolveResult]:
+    """Grid search then Adam for every image of ``rc`` together (one category): the grid of every
+    image is scored in chunks, and the top-k starts of all images are optimised in one batch."""
     import time
 
     dev = rc.f.device
     if not cfg.init_distance > 0:
         raise ValueError("InferConfig.init_distance must be resolved to a positive distance before solve()")
+    B = rc.f.shape[0] if images is None else images
     t0 = time.perf_counter()
     A, E, T = pose_grid(cfg, dev)
     Z = initial_latents(rc.deformer, cfg, generator).to(dev)
     P, L = A.shape[0], Z.shape[0]
-    grid = Hypotheses(A.repeat(L), E.repeat(L), T.repeat(L), torch.full((P * L,), cfg.init_distance, device=dev),
-                      Z.repeat_interleave(P, 0), torch.zeros(P * L, 3, device=dev))
+    G = P * L
+    grid = Hypotheses(A.repeat(L * B), E.repeat(L * B), T.repeat(L * B),
+                      torch.full((G * B,), cfg.init_distance, device=dev), Z.repeat_interleave(P, 0).repeat(B, 1),
+                      torch.zeros(G * B, 3, device=dev), torch.arange(B, device=dev).repeat_interleave(G))
     with torch.no_grad():
-        scores = torch.cat([rc.losses(grid.select(torch.arange(s, min(s + cfg.score_chunk, P * L), device=dev)))
-                            for s in range(0, P * L, cfg.score_chunk)])
-    k = min(cfg.topk, len(grid))
-    top = torch.topk(-scores, k).indices
+        scores = torch.cat([rc.losses(grid.select(torch.arange(s, min(s + cfg.score_chunk, G * B), device=dev)))
+                            for s in range(0, G * B, cfg.score_chunk)])
+    k = min(cfg.topk, G)
+    top = (torch.topk(-scores.view(B, G), k, dim=1).indices + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
     hyp = grid.select(top).detached()
-    init_loss = float(scores[top[0]])
+    init_losses = scores.view(B, G).amin(1)
     t1 = time.perf_counter()
     params = [hyp.azimuth, hyp.elevation, hyp.theta, hyp.distance]
     if not cfg.fix_shape:
@@ -228,7 +249,7 @@ def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> So
                 hyp.distance.clamp_(min=0.05 * cfg.init_distance)
                 hyp.log_scale.clamp_(-1.0, 1.0)
                 hyp.elevation.clamp_(-math.pi / 2, math.pi / 2)
-            cur = float(loss.detach().min())
+            cur = float(best_loss.view(B, k).amin(1).mean())  # mean over images of their best loss
             history.append(cur)
             if cur < best_seen - cfg.early_stop_tol:
                 best_seen, stall = cur, 0
@@ -242,10 +263,13 @@ def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> So
             best_loss = torch.where(better, final, best_loss)
             for dst, src in zip(best.fields(), hyp.fields()):
                 dst[better] = src.detach()[better]
-    order = torch.argsort(best_loss)
-    hyp = best.select(order)
-    final = best_loss[order]
     t2 = time.perf_counter()
-    return SolveResult(best=hyp.select(torch.tensor([0], device=dev)), loss=float(final[0]), topk=hyp,
-                       topk_losses=final, init_loss=init_loss, history=history,
-                       timing={"init": t1 - t0, "optimise": t2 - t1})
+    results = []
+    for b in range(B):
+        rows = torch.arange(b * k, (b + 1) * k, device=dev)
+        order = rows[torch.argsort(best_loss[rows])]
+        mine = best.select(order)
+        results.append(SolveResult(best=mine.select(torch.tensor([0], device=dev)), loss=float(best_loss[order[0]]),
+                                   topk=mine, topk_losses=best_loss[order], init_loss=float(init_losses[b]),
+                                   history=history, timing={"init": (t1 - t0) / B, "optimise": (t2 - t1) / B}))
+    return results

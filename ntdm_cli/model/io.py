@@ -107,6 +107,7 @@ def load_model(path, device="cpu", with_state: bool = False):
         backbone = make_backbone(name, dim)
         state = {k: torch.from_numpy(np.asarray(v)) for k, v in art["backbone"].items()}
         backbone.load_state_dict(state)
+        backbone.eval()  # inference mode (running BatchNorm statistics); training sets train() itself
         categories = list(art["categories"])
         textures = {c: NeuralTexture.from_tensors(torch.from_numpy(np.asarray(art[f"textures/{c}/theta"])),
                                                   torch.from_numpy(np.asarray(art[f"textures/{c}/counts"])))
