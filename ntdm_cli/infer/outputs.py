@@ -70,16 +70,21 @@ def overlay_png(path: Path, image: np.ndarray, amodal: np.ndarray, visible: np.n
         img[m] = 0.55 * img[m] + 0.45 * np.array(c)
     edge = amodal ^ np.pad(amodal, 1, mode="edge")[1:-1, 2:] | amodal ^ np.pad(amodal, 1, mode="edge")[2:, 1:-1]
     img[edge] = (1.0, 1.0, 0.2)
-    pil = Image.fromarray((img * 255).clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(pil)
+    pil = Image.fromarray((img * 255).clip(0, 255).astype(np.uint8)).convert("RGBA")
+    # wireframe of the faces that face the camera, drawn semi-transparent on its own layer
+    wire = Image.new("RGBA", pil.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(wire)
     view = Viewpoint.create(**{k: float(v) for k, v in vp.items()})
     pts = project(torch.from_numpy(verts).float()[None], view)[0].numpy()
     faces = template.faces.cpu().numpy()
-    edges = np.unique(np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), 1), axis=0)
-    step = max(1, len(edges) // 3000)
-    for a, b in edges[::step]:
-        if pts[a, 2] > 0 and pts[b, 2] > 0:
-            draw.line([(pts[a, 0], pts[a, 1]), (pts[b, 0], pts[b, 1])], fill=(255, 255, 255), width=1)
+    a, b, c = pts[faces[:, 0]], pts[faces[:, 1]], pts[faces[:, 2]]
+    signed = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    front = faces[(signed < 0) & (a[:, 2] > 0) & (b[:, 2] > 0) & (c[:, 2] > 0)]  # counter-clockwise in the world
+    edges = np.unique(np.sort(np.concatenate([front[:, [0, 1]], front[:, [1, 2]], front[:, [2, 0]]]), 1), axis=0)
+    for i, j in edges:
+        draw.line([(pts[i, 0], pts[i, 1]), (pts[j, 0], pts[j, 1])], fill=(255, 255, 255, 70), width=1)
+    pil = Image.alpha_composite(pil, wire).convert("RGB")
+    draw = ImageDraw.Draw(pil)
     if title:
         draw.rectangle([0, 0, 8 * len(title) + 8, 14], fill=(0, 0, 0))
         draw.text((4, 1), title, fill=(255, 255, 255))
