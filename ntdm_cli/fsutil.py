@@ -30,3 +30,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             pass
         raise
     return path
+
+
+def make_output_folder(path: str | os.PathLike, option: str) -> Path:
+    """Create the output folder ``path`` (its parent must exist); ``option`` names it in errors."""
+    from ntdm_cli.errors import NtdmUsageError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NtdmUsageError(f"{option} {path}: exists and is not a folder")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise NtdmUsageError(f"{option} {path}: folder {parent} does not exist")
+    path.mkdir(exist_ok=True)
+    return path

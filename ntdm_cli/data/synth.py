@@ -464,13 +464,9 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, config_yaml: str = "
     """Write (or complete) the synthetic benchmark under ``out``; see the module docstring for the
     layout. Returns counts and timings; writes ``out/dataset_index.h5`` (kind dataset-index)."""
     cfg.validate()
-    root = Path(out)
-    if root.exists() and not root.is_dir():
-        raise NtdmUsageError(f"OUT {root}: exists and is not a folder")
-    parent = root.parent if str(root.parent) else Path(".")
-    if not parent.is_dir():
-        raise NtdmUsageError(f"OUT {root}: folder {parent} does not exist")
-    root.mkdir(exist_ok=True)
+    from ntdm_cli.fsutil import make_output_folder
+
+    root = make_output_folder(out, "OUT")
     meta_path = root / "ntdm_synth.yaml"
     import yaml
 

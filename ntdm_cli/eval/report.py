@@ -35,7 +35,7 @@ from ntdm_cli import __version__
 from ntdm_cli.artifacts import LazyArtifact, command_line, open_artifact
 from ntdm_cli.config import section
 from ntdm_cli.console import track, warn
-from ntdm_cli.fsutil import atomic_write
+from ntdm_cli.fsutil import atomic_write, make_output_folder
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.eval.ground_truth import GroundTruth, load_ground_truth
 from ntdm_cli.metrics import (
@@ -714,13 +714,7 @@ def write_report(runs: Sequence[RunResult], out_dir: str | os.PathLike, data_roo
     Returns the written paths by name (``json``, ``markdown``, ``csv``, ``accuracy_plot``,
     ``histogram``, ``overlays``)."""
     config = config or EvalConfig()
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NtdmUsageError(f"--out {out}: exists and is not a folder")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise NtdmUsageError(f"--out {out}: folder {parent} does not exist")
-    out.mkdir(exist_ok=True)
+    out = make_output_folder(out_dir, "--out")
     root = Path(data_root)
     overlay_paths = _write_overlays(runs, out / "overlays")
     files = {

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.fsutil import make_output_folder
 
 
 @dataclass
@@ -87,12 +88,7 @@ def _export_deformer(path: Path, output: Path, req: ExportRequest, d=None) -> li
     if req.uv:
         extra = dict(verts_uvs=d.verts_uvs.numpy(), faces_uvs=d.faces_uvs.numpy(), texture=checker_texture())
     if req.all:
-        if output.exists() and not output.is_dir():
-            raise NtdmUsageError(f"--output {output}: --all writes one OBJ per CAD and needs a folder")
-        parent = output.parent if str(output.parent) else Path(".")
-        if not parent.is_dir():
-            raise NtdmUsageError(f"--output {output}: folder {parent} does not exist")
-        output.mkdir(exist_ok=True)
+        make_output_folder(output, "--output")
         return [write_obj(output / f"{k:02d}_{_safe(d.cad_names[k])}.obj", verts[i], faces, **extra)
                 for i, k in enumerate(keys)]
     if output.is_dir():
@@ -145,7 +141,7 @@ def _export_predictions(path: Path, output: Path, req: ExportRequest) -> list[Pa
         raise NtdmError(f"{path}: its model {model_path} is not readable; the deformer is needed to rebuild the mesh")
     deformers = _model_deformers(model_path)
     if req.all:
-        output.mkdir(parents=True, exist_ok=True)
+        make_output_folder(output, "--output")
     elif output.suffix.lower() != ".obj":
         raise NtdmUsageError(f"--output {output}: expected a file name ending in .obj")
     written = []

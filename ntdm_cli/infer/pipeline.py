@@ -285,10 +285,12 @@ def run_infer(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, devi
     from ntdm_cli.artifacts import write_artifact
     from ntdm_cli.infer.outputs import output_stem, write_prediction_outputs
 
+    from ntdm_cli.fsutil import make_output_folder
+
     several = len(inputs) > 1
-    for path in (overlay, export):
+    for path, option in ((overlay, "--overlay"), (export, "--export")):
         if path is not None and several:
-            path.mkdir(parents=True, exist_ok=True)
+            make_output_folder(path, option)
     preds: list[Prediction] = []
     generator = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
