@@ -1,24 +1,18 @@
 """Training core without the renderer: textures, EM update, contrastive loss, bank, classifier."""
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture, viewing_coefficients
+from ntdm_cli.train.loop import TrainConfig
 from ntdm_cli.train.em import SurfaceObservation, background_features, image_loss, observe, update_textures
 from ntdm_cli.train.losses import contrastive_loss, fast_class_scores, omega_from_confusion, texel_uv
 from tests.helpers import smooth_uv_inputs
 
 
-@dataclass
-class Cfg:
-    positives: int = 64
-    negatives: int = 128
-    class_negatives: int = 8
-    tau: float = 0.01
-    temperature: float = 0.07
-    ml_weight: float = 1.0
+def small_cfg() -> TrainConfig:
+    """The real training config, at test sizes."""
+    return TrainConfig(positives=64, negatives=128, class_negatives=8, tau=0.01)
 
 
 def test_viewing_coefficients():
@@ -75,11 +69,11 @@ def test_negatives_respect_tau_and_zero_omega_costs_nothing():
                              torch.ones(1, 8, 8, dtype=torch.bool))
     bankobj = BackgroundBank(5, 8, generator=g)
     omega = torch.zeros(3, 3)
-    parts0 = image_loss(obs, 0, 0, tex, bankobj, omega, Cfg(), torch.Generator().manual_seed(0))
+    parts0 = image_loss(obs, 0, 0, tex, bankobj, omega, small_cfg(), torch.Generator().manual_seed(0))
     omega[0, 2] = 0.3
-    parts1 = image_loss(obs, 0, 0, tex, bankobj, omega, Cfg(), torch.Generator().manual_seed(0))
+    parts1 = image_loss(obs, 0, 0, tex, bankobj, omega, small_cfg(), torch.Generator().manual_seed(0))
     assert parts0.cross.item() == 0.0 and parts1.cross.item() > 0
-    assert parts1.pairs - parts0.pairs == Cfg.positives * Cfg.class_negatives
+    assert parts1.pairs - parts0.pairs == small_cfg().positives * small_cfg().class_negatives
 
 
 def test_omega_from_confusion():
@@ -125,7 +119,7 @@ def test_loss_decreases_with_em_on_fixed_surface():
     for step in range(12):
         g = torch.Generator().manual_seed(step)
         obs = observe(F.normalize(feats, dim=1), uv, mask, alpha, 32)
-        parts = [image_loss(obs, i, 0, tex, bank, torch.zeros(1, 1), Cfg(), g) for i in range(2)]
+        parts = [image_loss(obs, i, 0, tex, bank, torch.zeros(1, 1), small_cfg(), g) for i in range(2)]
         loss = sum(p.total for p in parts) / 2
         opt.zero_grad()
         loss.backward()

@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,16 +25,7 @@ import torch.nn.functional as F
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
 from ntdm_cli.train.em import SurfaceObservation, image_loss
 from ntdm_cli.train.losses import omega_from_confusion
-
-
-@dataclass
-class Cfg:
-    positives: int = 1000
-    negatives: int = 2000
-    class_negatives: int = 32
-    tau: float = 0.0025
-    temperature: float = 0.07
-    ml_weight: float = 1.0
+from ntdm_cli.train.loop import TrainConfig
 
 
 def synthetic_confusion(C: int, generator: torch.Generator) -> torch.Tensor:
@@ -52,7 +42,7 @@ def synthetic_confusion(C: int, generator: torch.Generator) -> torch.Tensor:
     return conf
 
 
-def run(C: int, q: int, d: int, bins: int, repeats: int, cfg: Cfg) -> dict:
+def run(C: int, q: int, d: int, bins: int, repeats: int, cfg: TrainConfig) -> dict:
     g = torch.Generator().manual_seed(C)
     textures = [NeuralTexture(bins, q, d, generator=g) for _ in range(C)]
     for t in textures:
@@ -87,7 +77,7 @@ def main(argv=None):
     p.add_argument("--categories", default="10,50,100,200")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    cfg = Cfg()
+    cfg = TrainConfig()  # the real defaults: 1000 positives, 2000 negatives, 32 per other category
     rows = [run(int(c), args.q, args.d, args.bins, args.repeats, cfg) for c in args.categories.split(",")]
     base = rows[0]
     print(f"contrastive loss, 1 image: P={cfg.positives} M={cfg.negatives} N={cfg.class_negatives}/category, "
