@@ -127,3 +127,12 @@ def test_loss_decreases_with_em_on_fixed_surface():
         update_textures(obs, [0, 0], tex, momentum=0.9)
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_observed_texels_follow_every_counts_update():
+    tex = NeuralTexture(2, 8, 4, generator=torch.Generator().manual_seed(0))
+    assert tex.observed().numel() == 64  # nothing observed yet: every texel
+    tex.momentum_update(torch.tensor([3, 10]), torch.ones(2, 2, 4), torch.ones(2, 2))
+    assert tex.observed().tolist() == [3, 10]
+    tex.counts[:, 0, 0] += 1  # any in-place change invalidates the cache
+    assert tex.observed().tolist() == [0, 3, 10]

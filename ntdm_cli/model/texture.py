@@ -109,6 +109,20 @@ class NeuralTexture:
         flat[:, index] = new
         self.counts.view(b, q * q)[:, index] += denom
 
+    def observed(self) -> torch.Tensor:
+        """Flat indices (K,) of the texels any bin has observed (all texels before the first update).
+
+        Cached until ``counts`` changes (the cache is keyed on the tensor's in-place version counter),
+        so the loss can ask for it per image and per category at no cost."""
+        key = (id(self.counts), self.counts._version)
+        cached = getattr(self, "_observed", None)
+        if cached is None or cached[0] != key:
+            idx = (self.counts.sum(0).reshape(-1) > 0).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                idx = torch.arange(self.size * self.size, device=self.counts.device)
+            self._observed = (key, idx)
+        return self._observed[1]
+
     def combined(self, alpha: torch.Tensor, texel_index: torch.Tensor) -> torch.Tensor:
         """Σ_b α_b Θ_b at flat texel indices: alpha (K, b), texel_index (K,) -> (K, d) unnormalised."""
         flat = self.theta.reshape(self.num_bins, -1, self.dim)  # (b, q², d)

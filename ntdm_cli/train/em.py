@@ -54,7 +54,7 @@ def image_loss(obs: SurfaceObservation, i: int, category: int, textures: list[Ne
     a = obs.alpha[i].reshape(obs.alpha.shape[1], -1)[:, pos].T.detach()  # (P, b)
     theta_pos = F.normalize(tex.combined(a, pos), dim=-1)
     a_mean = a.mean(0, keepdim=True)
-    observed = (tex.counts.sum(0).reshape(-1) > 0).nonzero().squeeze(1)
+    observed = tex.observed()
     pool = observed if observed.numel() >= cfg.negatives else torch.arange(q * q, device=pos.device)
     neg = sample_indices(pool, cfg.negatives, generator)
     theta_neg = F.normalize(tex.combined(a_mean.expand(neg.numel(), -1), neg), dim=-1)
@@ -63,10 +63,7 @@ def image_loss(obs: SurfaceObservation, i: int, category: int, textures: list[Ne
         if other == category or w <= 0:
             continue
         otex = textures[other]
-        oobs = (otex.counts.sum(0).reshape(-1) > 0).nonzero().squeeze(1)
-        if oobs.numel() == 0:
-            oobs = torch.arange(otex.size * otex.size, device=pos.device)
-        idx = sample_indices(oobs, cfg.class_negatives, generator)
+        idx = sample_indices(otex.observed(), cfg.class_negatives, generator)
         ones = torch.full((idx.numel(), otex.num_bins), 1.0 / otex.num_bins, device=pos.device)
         class_negs.append((F.normalize(otex.combined(ones, idx), dim=-1), float(w)))
     return contrastive_loss(f, theta_pos, texel_uv(pos, q), theta_neg, texel_uv(neg, q), bank.active(),

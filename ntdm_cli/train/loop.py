@@ -148,15 +148,6 @@ def _load_opt_state(optimizer, scheduler, st: dict) -> None:
 
 
 @torch.no_grad()
-def classify_fast(model_backbone, textures: list[NeuralTexture], bank: BackgroundBank, images: torch.Tensor,
-                  pool: int) -> torch.Tensor:
-    """Fast feature-matching class scores (N, C) for images (N, 3, H, W)."""
-    feats = model_backbone(images)
-    protos = [t.prototypes(pool) for t in textures]
-    return fast_class_scores(feats, protos, bank.active())
-
-
-@torch.no_grad()
 def calibrate(backbone, textures, bank, dataset: TrainingSet, indices: list[int], cfg: TrainConfig,
               device) -> tuple[float, torch.Tensor]:
     """Fast-classifier accuracy and confusion matrix (C, C) (rows = ground truth) on ``indices``."""
@@ -166,10 +157,11 @@ def calibrate(backbone, textures, bank, dataset: TrainingSet, indices: list[int]
         return float("nan"), confusion
     was_training = backbone.training
     backbone.eval()
+    protos = [t.prototypes(cfg.classifier_pool) for t in textures]  # once per calibration, not per batch
     for s in range(0, len(indices), cfg.batch_size):
         items = [dataset.load(i, dataset.crop_hw) for i in indices[s:s + cfg.batch_size]]
         images = torch.stack([it["image"] for it in items]).to(device)
-        pred = classify_fast(backbone, textures, bank, images, cfg.classifier_pool).argmax(-1).cpu()
+        pred = fast_class_scores(backbone(images), protos, bank.active()).argmax(-1).cpu()
         for it, p in zip(items, pred.tolist()):
             confusion[it["category"], p] += 1
     backbone.train(was_training)
