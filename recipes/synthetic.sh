@@ -26,11 +26,17 @@ case "$SCALE" in
     TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
     INFER=(--set infer.steps=60 --set infer.shortlist=2)
     ;;
+  cpu)
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=14; EVAL_LIMIT=10; OODLIMIT=5
+    FIT=(--preset demo)
+    TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
+    INFER=(--set infer.steps=60 --set infer.shortlist=2)
+    ;;
   full)
     CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=200; EVAL_LIMIT=200; OODLIMIT=50
     FIT=(); TRAIN=(); INFER=(--set infer.shortlist=3)
     ;;
-  *) echo "SCALE must be tiny, demo or full (got $SCALE)" >&2; exit 2 ;;
+  *) echo "SCALE must be tiny, demo, cpu or full (got $SCALE)" >&2; exit 2 ;;
 esac
 mkdir -p "$OUT/deformers"
 echo "== ntdm synthetic pipeline, SCALE=$SCALE -> $OUT"
