@@ -141,3 +141,48 @@ def test_batched_images_match_one_at_a_time(tiny_pipeline):
         assert a.result.loss == pytest.approx(b.result.loss, abs=1e-5)
         assert a.viewpoint["azimuth"] == pytest.approx(b.viewpoint["azimuth"], abs=1e-4)
         assert len(a.result.topk) == 2
+
+
+def test_dataset_inputs_are_streamed(tiny_pipeline, tmp_path, monkeypatch):
+    """run_infer pulls one batch of crops at a time from a lazy dataset stream and frees each crop once
+    its prediction is written, so a large split does not sit in memory."""
+    import ntdm_cli.infer.pipeline as pl
+
+    model = load_model(tiny_pipeline.model)
+    for d in model.deformers.values():
+        d.requires_grad_(False)
+    crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
+    ds, stream = pl.inputs_from_dataset(tiny_pipeline.data, "val", ["car", "bus"], crop, limit=2)
+    pulled = []
+
+    def counted():
+        for item in stream:
+            pulled.append(item)
+            yield item
+
+    seen = []
+    real = pl.infer_batch
+
+    def spy(group, *args, **kwargs):
+        seen.append(len(pulled))
+        return real(group, *args, **kwargs)
+
+    monkeypatch.setattr(pl, "infer_batch", spy)
+    cfg = InferConfig(steps=2, azimuths=4, elevations=1, thetas=1, batch_images=1,
+                      init_distance=float(model.extra["target_distance"]))
+    preds = pl.run_infer(counted(), model, cfg, "cpu", tmp_path / "p.h5", overlay=tmp_path / "ov", total=len(ds))
+    assert len(ds) == 4 and len(preds) == 4
+    assert seen == [1, 2, 3, 4]  # never more than one batch ahead
+    assert all(p.inp.crop is None for p in preds)
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 4
+    assert len(read_artifact(tmp_path / "p.h5", "predictions")["image_id"]) == 4
+
+
+def test_infer_shards_a_dataset(tiny_pipeline, tmp_path):
+    ids = []
+    for i in range(2):
+        out = tmp_path / f"s{i}.h5"
+        run_cli("infer", "--data", str(tiny_pipeline.data), "--split", "val", "--limit", "2", "--category", "car",
+                "--model", str(tiny_pipeline.model), "-o", str(out), "--shard", f"{i}/2", *FAST)
+        ids.append(read_artifact(out, "predictions")["image_id"])
+    assert len(ids[0]) == 1 and len(ids[1]) == 1 and ids[0] != ids[1]

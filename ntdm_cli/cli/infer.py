@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -110,25 +111,28 @@ def infer_cmd(
         cfg.init_distance = float(model.extra.get("target_distance", 5.0))
     if category is not None and category not in model.categories:
         raise NtdmUsageError(f"--category {category}: the model has no such category (it has {', '.join(model.categories)})")
-    if data is not None:
+    if data is not None:  # streamed: only one batch of crops is in memory at a time
         cats = [category] if category else model.categories
-        inputs = []
+        streams, count = [], 0
         for occ, nui in _dataset_parts(occlusion, nuisance):
-            _, stream = inputs_from_dataset(data, split, cats, crop_hw, occ, nui, limit,
-                                            known_category=category is not None)
-            inputs += list(stream)
+            ds, stream = inputs_from_dataset(data, split, cats, crop_hw, occ, nui, limit,
+                                             known_category=category is not None)
+            streams.append(stream)
+            count += len(ds)
+        inputs = itertools.islice(itertools.chain.from_iterable(streams), shard_i, None, shard_n)
+        total = len(range(shard_i, count, shard_n))
     else:
-        inputs = inputs_from_files(list(images), crop_hw, category, _parse_bbox(bbox))
-    inputs = inputs[shard_i::shard_n]
-    if not inputs:
+        inputs = inputs_from_files(list(images), crop_hw, category, _parse_bbox(bbox))[shard_i::shard_n]
+        total = len(inputs)
+    if total == 0:
         raise NtdmUsageError("no images to process")
     for opt, path in (("--overlay", overlay), ("--export", export)):
-        if path is not None and len(inputs) == 1:
+        if path is not None and total == 1:
             output_folder_ok(path, opt)
     attrs = {"model": str(model_path), "data_root": str(data or ""), "split": split if data else "",
              "shard": f"{shard_i}/{shard_n}"}
     t0 = time.perf_counter()
-    preds = run_infer(inputs, model, cfg, device, output, overlay, export, st.config.to_yaml(), attrs)
+    preds = run_infer(inputs, model, cfg, device, output, overlay, export, st.config.to_yaml(), attrs, total=total)
     total = time.perf_counter() - t0
     out.print(f"wrote {output}: {len(preds)} images in {total:.1f} s ({total / len(preds):.2f} s/image)")
     if len(preds) == 1:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ class InferInput:
     """One image ready for inference: crop (H, W, 3) uint8 and the map back to the original image."""
 
     image_id: str
-    crop: np.ndarray
+    crop: np.ndarray | None  # None once the prediction is written (run_infer frees it)
     transform: CropTransform
     original_size: tuple[int, int]
     category: str | None = None  # known category (skip classification)
@@ -276,28 +278,37 @@ def _same_size(inputs: list[InferInput]) -> list[list[InferInput]]:
     return list(groups.values())
 
 
-def run_infer(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, device, output: Path,
+def run_infer(inputs: Iterable[InferInput], model: NTDMModel, cfg: InferConfig, device, output: Path,
               overlay: Path | None = None, export: Path | None = None, config_yaml: str = "",
-              attrs: dict | None = None) -> list[Prediction]:
+              attrs: dict | None = None, total: int | None = None) -> list[Prediction]:
     """Infer every input in batches of ``cfg.batch_images`` images (features and solves batched), write
     the overlays and meshes as it goes (into folders when there are several inputs) and the predictions
-    artifact."""
+    artifact.
+
+    ``inputs`` may be a lazy iterable (a dataset stream): only one batch of crops is held at a time,
+    and each prediction drops its crop once its overlay/mesh is written. ``total`` (the number of
+    inputs, for the progress bar and the folder decision) is required for iterables without ``len``."""
     from ntdm_cli.artifacts import write_artifact
     from ntdm_cli.infer.outputs import output_stem, write_prediction_outputs
 
     from ntdm_cli.fsutil import make_output_folder
 
-    several = len(inputs) > 1
+    if total is None:
+        total = len(inputs)  # type: ignore[arg-type]
+    several = total > 1
     for path, option in ((overlay, "--overlay"), (export, "--export")):
         if path is not None and several:
             make_output_folder(path, option)
     preds: list[Prediction] = []
     generator = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
+    stream = iter(inputs)
     with progress() as prog:
-        task = prog.add_task("infer", total=len(inputs), info="")
-        for k in range(0, len(inputs), cfg.batch_images):
-            chunk = inputs[k:k + cfg.batch_images]
+        task = prog.add_task("infer", total=total, info="")
+        while True:
+            chunk = list(itertools.islice(stream, cfg.batch_images))
+            if not chunk:
+                break
             for group in _same_size(chunk):
                 for p in infer_batch(group, model, cfg, device, generator):
                     preds.append(p)
@@ -306,6 +317,7 @@ def run_infer(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, devi
                         p, model.deformers[p.category].template,
                         (overlay / f"{stem}.png" if several else overlay) if overlay is not None else None,
                         (export / f"{stem}.obj" if several else export) if export is not None else None)
+                    p.inp.crop = None  # written: the crop is not needed any more (memory on large splits)
             rate = len(preds) / (time.perf_counter() - t0)
             prog.update(task, advance=len(chunk), info=f"{rate:.2f} img/s")
     write_artifact(output, "predictions", predictions_data(preds, model.categories), config_yaml=config_yaml,
