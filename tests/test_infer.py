@@ -25,8 +25,10 @@ def _rotation_error(a, b):
     return torch.arccos(((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
 
 
-def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline):
-    """Ground-truth textures and a rendered feature map: the rotation comes back within π/18."""
+@pytest.mark.parametrize("init_poses", [0, 6])
+def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline, init_poses):
+    """Ground-truth textures and a rendered feature map: the rotation comes back within π/18, with the
+    full pose × latent grid and with the coarse-to-fine initialisation."""
     model = load_model(tiny_pipeline.model)
     deformer = model.deformers["car"].requires_grad_(False)
     g = torch.Generator().manual_seed(0)
@@ -34,7 +36,7 @@ def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline):
     tex.counts += 1
     truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
                  distance=torch.tensor([5.0]))
-    cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, init_distance=5.0)
+    cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, init_distance=5.0, init_poses=init_poses)
     bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
     h = w = 16
     with torch.no_grad():
@@ -186,3 +188,32 @@ def test_infer_shards_a_dataset(tiny_pipeline, tmp_path):
                 "--model", str(tiny_pipeline.model), "-o", str(out), "--shard", f"{i}/2", *FAST)
         ids.append(read_artifact(out, "predictions")["image_id"])
     assert len(ids[0]) == 1 and len(ids[1]) == 1 and ids[0] != ids[1]
+
+
+def test_coarse_to_fine_init_scores_fewer_hypotheses(tiny_pipeline, monkeypatch):
+    """init_poses=N renders P + N·L grid hypotheses per image instead of P·L, and keeps the latent grid."""
+    import ntdm_cli.infer.solver as sv
+
+    model = load_model(tiny_pipeline.model)
+    deformer = model.deformers["car"].requires_grad_(False)
+    feats = F.normalize(torch.randn(2, 8, 6, 6, generator=torch.Generator().manual_seed(1)), dim=1)
+    tex = NeuralTexture(3, 16, 8, generator=torch.Generator().manual_seed(2))
+    bank = F.normalize(torch.randn(4, 8), dim=-1)
+    counts = []
+    real = sv.RenderCompare.losses
+
+    def counting(self, hyp, return_maps=False):
+        counts.append(len(hyp))
+        return real(self, hyp, return_maps)
+
+    monkeypatch.setattr(sv.RenderCompare, "losses", counting)
+    for n in (0, 3):
+        cfg = InferConfig(steps=0, azimuths=6, elevations=2, thetas=1, init_distance=5.0, init_poses=n, score_chunk=10**6)
+        rc = sv.RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (24.0, 24.0))
+        counts.clear()
+        res = sv.solve_batch(rc, cfg, torch.Generator().manual_seed(0))
+        L = deformer.num_latents + 1
+        assert len(res) == 2
+        assert sum(counts) == (2 * 12 * L if n == 0 else 2 * 12 + 2 * n * L)
+    with pytest.raises(Exception):
+        InferConfig(init_poses=-1).validate()

@@ -33,6 +33,7 @@ class InferConfig:
     theta_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 6])
     init_distance: float = 0.0  # 0: the model's training distance (the crops put objects there; NeMo: 5)
     topk: int = 1
+    init_poses: int = 0  # 0: score every pose × latent; N: poses with the mean shape, then the best N × latents
     shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
     init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)
     fix_shape: bool = False
@@ -46,6 +47,8 @@ class InferConfig:
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):
             raise NtdmUsageError(f"infer.init must be grid, random or average, got {self.init!r}")
+        if self.init_poses < 0:
+            raise NtdmUsageError("infer.init_poses must be ≥ 0")
         for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images"):
             if getattr(self, name) <= 0:
                 raise NtdmUsageError(f"infer.{name} must be positive")
@@ -188,6 +191,24 @@ class SolveResult:
     timing: dict[str, float]
 
 
+def _grid(A: torch.Tensor, E: torch.Tensor, T: torch.Tensor, Z: torch.Tensor, B: int, distance: float) -> Hypotheses:
+    """Every pose (P,) × latent (L, K) for each of B images: P·L·B hypotheses, image-major, latent, pose."""
+    P, L = A.shape[0], Z.shape[0]
+    G = P * L
+    dev = A.device
+    return Hypotheses(A.repeat(L * B), E.repeat(L * B), T.repeat(L * B), torch.full((G * B,), distance, device=dev),
+                      Z.repeat_interleave(P, 0).repeat(B, 1), torch.zeros(G * B, 3, device=dev),
+                      torch.arange(B, device=dev).repeat_interleave(G))
+
+
+@torch.no_grad()
+def _score(rc: "RenderCompare", grid: Hypotheses, chunk: int) -> torch.Tensor:
+    """Losses (n,) of n hypotheses, rendered ``chunk`` at a time."""
+    n = len(grid)
+    dev = grid.azimuth.device
+    return torch.cat([rc.losses(grid.select(torch.arange(s, min(s + chunk, n), device=dev))) for s in range(0, n, chunk)])
+
+
 def solve(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator) -> SolveResult:
     """Grid search then Adam for one image (the first of ``rc``'s features) and one category."""
     return solve_batch(rc, cfg, generator, images=1)[0]
@@ -207,13 +228,24 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
     A, E, T = pose_grid(cfg, dev)
     Z = initial_latents(rc.deformer, cfg, generator).to(dev)
     P, L = A.shape[0], Z.shape[0]
-    G = P * L
-    grid = Hypotheses(A.repeat(L * B), E.repeat(L * B), T.repeat(L * B),
-                      torch.full((G * B,), cfg.init_distance, device=dev), Z.repeat_interleave(P, 0).repeat(B, 1),
-                      torch.zeros(G * B, 3, device=dev), torch.arange(B, device=dev).repeat_interleave(G))
-    with torch.no_grad():
-        scores = torch.cat([rc.losses(grid.select(torch.arange(s, min(s + cfg.score_chunk, G * B), device=dev)))
-                            for s in range(0, G * B, cfg.score_chunk)])
+    if 0 < cfg.init_poses < P and L > 1:
+        # coarse to fine: every grid pose with the mean shape, then the best init_poses of each image
+        # with every latent (P + init_poses·L renders per image instead of P·L)
+        mean = rc.deformer.mean_latent().reshape(1, -1).float().to(dev)
+        coarse = _grid(A, E, T, mean, B, cfg.init_distance)
+        first = _score(rc, coarse, cfg.score_chunk).view(B, P)
+        keep = torch.topk(-first, cfg.init_poses, dim=1).indices  # (B, N)
+        A, E, T = A[keep].reshape(-1), E[keep].reshape(-1), T[keep].reshape(-1)  # per image: (B·N,)
+        N = cfg.init_poses
+        G = N * L
+        grid = Hypotheses(A.view(B, 1, N).expand(B, L, N).reshape(-1), E.view(B, 1, N).expand(B, L, N).reshape(-1),
+                          T.view(B, 1, N).expand(B, L, N).reshape(-1), torch.full((G * B,), cfg.init_distance, device=dev),
+                          Z.repeat_interleave(N, 0).repeat(B, 1), torch.zeros(G * B, 3, device=dev),
+                          torch.arange(B, device=dev).repeat_interleave(G))
+    else:
+        G = P * L
+        grid = _grid(A, E, T, Z, B, cfg.init_distance)
+    scores = _score(rc, grid, cfg.score_chunk)
     k = min(cfg.topk, G)
     top = (torch.topk(-scores.view(B, G), k, dim=1).indices + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
     hyp = grid.select(top).detached()
