@@ -21,16 +21,16 @@ case "$SCALE" in
     INFER=(--set infer.steps=10 --set infer.azimuths=8 --set infer.elevations=2 --set infer.thetas=1)
     ;;
   demo)
-    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=80; OODPER=1; SIZE=128; EPOCHS=12; EVAL_LIMIT=3
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=300; OODPER=1; SIZE=128; EPOCHS=8; EVAL_LIMIT=3
     FIT=(--preset demo)
     TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
-    INFER=(--set infer.steps=60 --set infer.shortlist=2)
+    INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
     ;;
   cpu)
-    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=14; EVAL_LIMIT=10; OODLIMIT=5
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=26; EVAL_LIMIT=10; OODLIMIT=5
     FIT=(--preset demo)
     TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
-    INFER=(--set infer.steps=60 --set infer.shortlist=2)
+    INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
     ;;
   full)
     CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=200; EVAL_LIMIT=200; OODLIMIT=50
@@ -46,7 +46,11 @@ for c in ${CATS//,/ }; do
   [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$OUT/data/CAD/$c" --category "$c" \
     -o "$OUT/deformers/$c.h5" "${FIT[@]}"
 done
-ntdm train-textures --data "$OUT/data" --deformers "$OUT/deformers" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN[@]}"
+if [ -f "$OUT/model.h5" ]; then
+  echo "== $OUT/model.h5 exists: training skipped (delete it to retrain)"
+else
+  ntdm train-textures --data "$OUT/data" --deformers "$OUT/deformers" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN[@]}"
+fi
 ntdm infer --data "$OUT/data" --split val --occlusion 0,1,2,3 --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
   -o "$OUT/predictions.h5" --overlay "$OUT/overlays" --export "$OUT/meshes" "${INFER[@]}"
 ntdm infer --data "$OUT/data" --split val --nuisance all --limit "$OODLIMIT" --model "$OUT/model.h5" \

@@ -217,3 +217,18 @@ def test_coarse_to_fine_init_scores_fewer_hypotheses(tiny_pipeline, monkeypatch)
         assert sum(counts) == (2 * 12 * L if n == 0 else 2 * 12 + 2 * n * L)
     with pytest.raises(Exception):
         InferConfig(init_poses=-1).validate()
+
+
+def test_bank_centres_is_a_compact_clutter_model():
+    from ntdm_cli.infer.solver import bank_centres
+
+    g = torch.Generator().manual_seed(0)
+    # three tight clusters of unit features
+    means = F.normalize(torch.randn(3, 8, generator=g), dim=-1)
+    bank = F.normalize(means.repeat_interleave(50, 0) + 0.05 * torch.randn(150, 8, generator=g), dim=-1)
+    c = bank_centres(bank, 3)
+    assert c.shape == (3, 8) and torch.allclose(c.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert (c @ means.T).amax(0).min() > 0.99  # each true cluster found
+    assert bank_centres(bank, 0) is bank and bank_centres(bank, 500) is bank
+    f = F.normalize(torch.randn(20, 8, generator=g), dim=-1)
+    assert ((f @ c.T).amax(1) <= (f @ bank.T).amax(1) + 1e-6).all()  # a lower bar than the whole bank

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ntdm_cli.config import section
 from ntdm_cli.errors import NtdmUsageError
@@ -33,6 +34,7 @@ class InferConfig:
     theta_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 6])
     init_distance: float = 0.0  # 0: the model's training distance (the crops put objects there; NeMo: 5)
     topk: int = 1
+    bank_clusters: int = 0  # 0: background score = max over the whole bank; K: over K spherical k-means centres
     init_poses: int = 0  # 0: score every pose × latent; N: poses with the mean shape, then the best N × latents
     shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
     init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)
@@ -112,6 +114,25 @@ def initial_latents(deformer, cfg: InferConfig, generator: torch.Generator) -> t
     return torch.cat([onehots, mean])
 
 
+def bank_centres(bank: torch.Tensor, k: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
+    """Spherical k-means of the background bank: (M, d) unit features -> (min(k, M), d) unit centres.
+
+    A compact clutter model (NeMo's): the maximum over a few centres is a lower bar than the maximum
+    over thousands of stored features, so object pixels are not all explained as background."""
+    M = bank.shape[0]
+    if k <= 0 or k >= M:
+        return bank
+    g = torch.Generator().manual_seed(seed)
+    centres = bank[torch.randperm(M, generator=g)[:k].to(bank.device)].clone()
+    for _ in range(iterations):
+        assign = (bank @ centres.T).argmax(1)
+        summed = torch.zeros_like(centres).index_add_(0, assign, bank)
+        empty = summed.norm(dim=1) < 1e-8
+        summed[empty] = centres[empty]
+        centres = F.normalize(summed, dim=1)
+    return centres
+
+
 class RenderCompare:
     """Scores hypotheses of one category against the features of a batch of images.
 
@@ -128,6 +149,8 @@ class RenderCompare:
         self.cfg = cfg
         self.bin_temperature = bin_temperature
         self.h, self.w = features.shape[-2:]
+        if cfg.bank_clusters > 0 and not cfg.no_background:
+            bank = bank_centres(bank, cfg.bank_clusters)
         self.bg = (features.permute(0, 2, 3, 1) @ bank.T).amax(-1) if not cfg.no_background \
             else torch.zeros(features.shape[0], self.h, self.w, device=features.device)  # (B, h, w)
         self.px, self.py = principal
