@@ -27,7 +27,7 @@ case "$SCALE" in
     INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
     ;;
   cpu)
-    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=26; EVAL_LIMIT=10; OODLIMIT=5
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=12; EVAL_LIMIT=8; OODLIMIT=2
     FIT=(--preset demo)
     TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
     INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)

@@ -54,6 +54,7 @@ class TrainConfig:
     positives: int = 1000
     negatives: int = 2000
     class_negatives: int = 32
+    observe_upsample: int = 4  # surface observed on a grid this many times finer than the feature map
     tau: float = 0.01  # squared UV distance: negatives closer than 0.1 of the texture side are left out
     temperature: float = 0.07
     ml_weight: float = 1.0
@@ -68,7 +69,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("feature_dim", "texture_size", "num_bins", "epochs", "batch_size", "positives", "negatives",
-                     "bank_size", "calib_every", "classifier_pool"):
+                     "bank_size", "calib_every", "classifier_pool", "observe_upsample"):
             if getattr(self, name) <= 0:
                 raise NtdmUsageError(f"train.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
@@ -194,10 +195,17 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
     verts = torch.stack([shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
     verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
     vp = _viewpoints(batch["viewpoint"], device)
+    # The surface is observed on a grid ``observe_upsample`` times finer than the feature map (features
+    # bilinearly upsampled): image_to_surface only carries texels of feature-map quads whose four
+    # corners are on the object, so at stride 8 thin parts (wings, legs) and the silhouette's border
+    # would never be observed (an aeroplane crop had 0 visible texels in most training images).
+    up = cfg.observe_upsample
     with torch.no_grad():
-        surf = rasterize_surface(verts, template.faces, template.verts_uvs, template.faces_uvs, vp, (h, w),
-                                 float(STRIDE), cfg.num_bins, cfg.bin_temperature)
-    obs = observe(feats, surf.uv, surf.mask, surf.alpha, cfg.texture_size)
+        surf = rasterize_surface(verts, template.faces, template.verts_uvs, template.faces_uvs, vp, (h * up, w * up),
+                                 float(STRIDE) / up, cfg.num_bins, cfg.bin_temperature)
+    fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
+    obs = observe(fine, surf.uv, surf.mask, surf.alpha, cfg.texture_size)
+    on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask  # (B, h, w)
     parts = [image_loss(obs, i, c, textures, bank, omega, cfg, generator) for i, c in enumerate(cats)]
     used = [p for p in parts if p is not None]
     if used:
@@ -209,7 +217,7 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
     optimizer.step()
     update_textures(obs, cats, textures, cfg.momentum, distributed=distributed)
     annotated = F.adaptive_max_pool2d(batch["mask"].float().unsqueeze(1).to(device), (h, w))[:, 0] > 0
-    bg = background_features(feats.detach(), surf.mask | annotated, cfg.bank_per_image, generator)
+    bg = background_features(feats.detach(), on_object | annotated, cfg.bank_per_image, generator)
     if distributed:
         sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
         dist.all_gather(sizes, torch.tensor([bg.shape[0]], device=device))
