@@ -136,3 +136,29 @@ def test_observed_texels_follow_every_counts_update():
     assert tex.observed().tolist() == [3, 10]
     tex.counts[:, 0, 0] += 1  # any in-place change invalidates the cache
     assert tex.observed().tolist() == [0, 3, 10]
+
+
+def test_finer_observation_grid_sees_thin_parts():
+    """A thin part (narrower than a feature cell) has no fully covered feature-map quad at stride 8, so
+    image_to_surface carries none of its texels; observed on a 4× finer grid (what train_step does with
+    train.observe_upsample=4) it does."""
+    from ntdm_cli.geometry.template import make_template
+    from ntdm_cli.model.backbone import STRIDE
+    from ntdm_cli.model.surface import rasterize_surface
+    from ntdm_cli.render import Viewpoint
+
+    t = make_template(3)
+    verts = (t.verts * torch.tensor([1.0, 0.06, 0.06])).unsqueeze(0)  # a thin rod along x
+    vp = Viewpoint.create(azimuth=torch.tensor([0.0]), elevation=torch.tensor([0.0]), theta=torch.tensor([0.0]),
+                          distance=torch.tensor([40.0]), px=torch.tensor([64.0]), py=torch.tensor([64.0]))
+    counts = {}
+    for up in (1, 4):
+        h = w = 16 * up
+        surf = rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, vp, (h, w), float(STRIDE) / up, 3, 5.0)
+        feats = F.interpolate(torch.randn(1, 8, 16, 16, generator=torch.Generator().manual_seed(0)), size=(h, w),
+                              mode="bilinear", align_corners=False)
+        obs = observe(feats, surf.uv, surf.mask, surf.alpha, 32)
+        counts[up] = (int(surf.mask.sum()), int(obs.visible.sum()))
+    assert counts[1][0] > 0  # the rod is on the feature map ...
+    assert counts[1][1] <= 2  # ... but (almost) none of its texels is observed at stride 8
+    assert counts[4][1] >= 20 * max(counts[1][1], 1)
