@@ -3,9 +3,10 @@
 # PASCAL3D+-layout benchmark: synth -> fit-deformer per category -> train-textures -> infer on the
 # val split (L0-L3 occlusion) and the OOD splits -> eval.
 #
-# Sizes (SCALE=tiny|demo|full; run time on 2 CPU cores):
+# Sizes (SCALE=tiny|demo|cpu|full; run time on 2 CPU cores):
 #   tiny  2 categories, a handful of images, minutes   (CI smoke test)
-#   demo  6 categories, small backbone, ~15 minutes     (make demo; quality far below the paper: see README)
+#   demo  6 categories x 300 images, small backbone, 8 epochs, ~15 minutes  (make demo; far below the targets)
+#   cpu   6 categories x 1000 images, small backbone, 12 epochs, ~50 minutes (the larger run in README Results)
 #   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
 # Outputs in $OUT (default runs/synthetic-$SCALE): data/ (the dataset), deformers/*.h5, model.h5,
 # predictions.h5, overlays/*.png, meshes/*.obj, report/ (report.md, report.json, plots).
