@@ -14,6 +14,9 @@ set -euo pipefail
 SCALE=${SCALE:-demo}
 OODLIMIT=1
 OUT=${OUT:-runs/synthetic-$SCALE}
+# the CPU-sized network and inference settings shared by the demo and cpu scales
+SMALL_TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
+SMALL_INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
 case "$SCALE" in
   tiny)
     CATS=car,bus; PER=8; OODPER=1; SIZE=128; EPOCHS=2; EVAL_LIMIT=2
@@ -24,14 +27,14 @@ case "$SCALE" in
   demo)
     CATS=car,bus,aeroplane,sofa,chair,bottle; PER=300; OODPER=1; SIZE=128; EPOCHS=8; EVAL_LIMIT=3
     FIT=(--preset demo)
-    TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
-    INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
+    TRAIN=("${SMALL_TRAIN[@]}")
+    INFER=("${SMALL_INFER[@]}")
     ;;
   cpu)
     CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=12; EVAL_LIMIT=8; OODLIMIT=2
     FIT=(--preset demo)
-    TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
-    INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
+    TRAIN=("${SMALL_TRAIN[@]}")
+    INFER=("${SMALL_INFER[@]}")
     ;;
   full)
     CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=200; EVAL_LIMIT=200; OODLIMIT=50

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
-from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, solve_batch
+from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, bank_centres, solve_batch
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
 from ntdm_cli.train.losses import fast_class_scores
@@ -182,13 +182,14 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         else:
             tried.append(list(model.categories))
     h, w = inputs[0].crop.shape[:2]
+    clutter = bank_centres(bank, cfg.bank_clusters) if cfg.bank_clusters > 0 else bank  # once for all categories
     solved: dict[tuple[int, str], tuple[SolveResult, RenderCompare]] = {}
     timing = [{"features": t_feat, "init": 0.0, "optimise": 0.0} for _ in inputs]
     for cat in model.categories:
         rows = [i for i, t in enumerate(tried) if cat in t]
         if not rows:
             continue
-        rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], bank, cfg, model.bin_temperature,
+        rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
                            (w / 2.0, h / 2.0))
         for i, res in zip(rows, solve_batch(rc, cfg, generator)):
             solved[(i, cat)] = (res, rc)
@@ -289,9 +290,8 @@ def run_infer(inputs: Iterable[InferInput], model: NTDMModel, cfg: InferConfig, 
     and each prediction drops its crop once its overlay/mesh is written. ``total`` (the number of
     inputs, for the progress bar and the folder decision) is required for iterables without ``len``."""
     from ntdm_cli.artifacts import write_artifact
-    from ntdm_cli.infer.outputs import output_stem, write_prediction_outputs
-
     from ntdm_cli.fsutil import make_output_folder
+    from ntdm_cli.infer.outputs import output_stem, write_prediction_outputs
 
     if total is None:
         total = len(inputs)  # type: ignore[arg-type]

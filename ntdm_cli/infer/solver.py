@@ -137,7 +137,7 @@ class RenderCompare:
     """Scores hypotheses of one category against the features of a batch of images.
 
     features: (B, d, h, w) unit image features (hypothesis n explains image ``hyp.image[n]``);
-    bank: (M, d) background features."""
+    bank: (M, d) background features (the whole bank, or :func:`bank_centres` of it)."""
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
                  bin_temperature: float, principal: tuple[float, float]):
@@ -149,8 +149,6 @@ class RenderCompare:
         self.cfg = cfg
         self.bin_temperature = bin_temperature
         self.h, self.w = features.shape[-2:]
-        if cfg.bank_clusters > 0 and not cfg.no_background:
-            bank = bank_centres(bank, cfg.bank_clusters)
         self.bg = (features.permute(0, 2, 3, 1) @ bank.T).amax(-1) if not cfg.no_background \
             else torch.zeros(features.shape[0], self.h, self.w, device=features.device)  # (B, h, w)
         self.px, self.py = principal
@@ -215,13 +213,29 @@ class SolveResult:
 
 
 def _grid(A: torch.Tensor, E: torch.Tensor, T: torch.Tensor, Z: torch.Tensor, B: int, distance: float) -> Hypotheses:
-    """Every pose (P,) × latent (L, K) for each of B images: P·L·B hypotheses, image-major, latent, pose."""
-    P, L = A.shape[0], Z.shape[0]
+    """Every pose × latent (L, K) for each of B images, image-major, then latent, then pose.
+
+    A, E, T: (P,) poses shared by all images, or (B, P) poses of each image."""
+    A, E, T = (x.expand(B, -1) if x.dim() == 1 else x for x in (A, E, T))
+    P, L = A.shape[1], Z.shape[0]
     G = P * L
     dev = A.device
-    return Hypotheses(A.repeat(L * B), E.repeat(L * B), T.repeat(L * B), torch.full((G * B,), distance, device=dev),
+
+    def per_image(x: torch.Tensor) -> torch.Tensor:  # (B, P) -> (B·L·P,)
+        return x[:, None, :].expand(B, L, P).reshape(-1)
+
+    return Hypotheses(per_image(A), per_image(E), per_image(T), torch.full((G * B,), distance, device=dev),
                       Z.repeat_interleave(P, 0).repeat(B, 1), torch.zeros(G * B, 3, device=dev),
                       torch.arange(B, device=dev).repeat_interleave(G))
+
+
+def _keep_better(best: Hypotheses, best_loss: torch.Tensor, hyp: Hypotheses, loss: torch.Tensor) -> torch.Tensor:
+    """Copy into ``best`` the hypotheses whose ``loss`` beats ``best_loss``; returns the updated losses."""
+    better = loss < best_loss
+    if better.any():
+        for dst, src in zip(best.fields(), hyp.fields()):
+            dst[better] = src.detach()[better]
+    return torch.where(better, loss, best_loss)
 
 
 @torch.no_grad()
@@ -258,16 +272,9 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         coarse = _grid(A, E, T, mean, B, cfg.init_distance)
         first = _score(rc, coarse, cfg.score_chunk).view(B, P)
         keep = torch.topk(-first, cfg.init_poses, dim=1).indices  # (B, N)
-        A, E, T = A[keep].reshape(-1), E[keep].reshape(-1), T[keep].reshape(-1)  # per image: (B·N,)
-        N = cfg.init_poses
-        G = N * L
-        grid = Hypotheses(A.view(B, 1, N).expand(B, L, N).reshape(-1), E.view(B, 1, N).expand(B, L, N).reshape(-1),
-                          T.view(B, 1, N).expand(B, L, N).reshape(-1), torch.full((G * B,), cfg.init_distance, device=dev),
-                          Z.repeat_interleave(N, 0).repeat(B, 1), torch.zeros(G * B, 3, device=dev),
-                          torch.arange(B, device=dev).repeat_interleave(G))
-    else:
-        G = P * L
-        grid = _grid(A, E, T, Z, B, cfg.init_distance)
+        A, E, T = A[keep], E[keep], T[keep]  # the poses of each image: (B, N)
+    grid = _grid(A, E, T, Z, B, cfg.init_distance)
+    G = len(grid) // B
     scores = _score(rc, grid, cfg.score_chunk)
     k = min(cfg.topk, G)
     top = (torch.topk(-scores.view(B, G), k, dim=1).indices + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
@@ -291,11 +298,7 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         for _ in range(cfg.steps):
             loss = rc.losses(hyp)
             with torch.no_grad():
-                better = loss.detach() < best_loss
-                if better.any():
-                    best_loss = torch.where(better, loss.detach(), best_loss)
-                    for dst, src in zip(best.fields(), hyp.fields()):
-                        dst[better] = src.detach()[better]
+                best_loss = _keep_better(best, best_loss, hyp, loss.detach())
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()
             opt.step()
@@ -313,11 +316,7 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
                 if stall >= cfg.early_stop_patience:
                     break
         with torch.no_grad():  # the parameters after the last step
-            final = rc.losses(hyp.detached())
-            better = final < best_loss
-            best_loss = torch.where(better, final, best_loss)
-            for dst, src in zip(best.fields(), hyp.fields()):
-                dst[better] = src.detach()[better]
+            best_loss = _keep_better(best, best_loss, hyp, rc.losses(hyp.detached()))
     t2 = time.perf_counter()
     results = []
     for b in range(B):

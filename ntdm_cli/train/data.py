@@ -68,8 +68,6 @@ class TrainingSet(torch.utils.data.Dataset):
     def batches(self, indices: list[int], batch_size: int, generator) -> list[list[int]]:
         """Batches of one category each (one crop size per batch), in random order; ``indices`` keep
         their (already shuffled) order within a category."""
-        import torch
-
         per_cat: dict[int, list[int]] = {}
         for i in indices:
             per_cat.setdefault(self.cat_index[i], []).append(i)
