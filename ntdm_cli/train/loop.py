@@ -30,6 +30,7 @@ from ntdm_cli.model.io import NTDMModel, load_model, save_model
 from ntdm_cli.model.surface import rasterize_surface
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
 from ntdm_cli.render import Viewpoint
+from ntdm_cli.train.augment import paste_occluders
 from ntdm_cli.train.data import VP_KEYS, TrainingSet
 from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
 from ntdm_cli.train.losses import fast_class_scores, omega_from_confusion
@@ -65,6 +66,8 @@ class TrainConfig:
     calib_fraction: float = 0.1
     classifier_pool: int = 16
     limit_per_category: int = 0  # 0 = all images
+    occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
+    occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
     seed: int = 0
 
     def validate(self) -> None:
@@ -76,6 +79,10 @@ class TrainConfig:
             raise NtdmUsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.calib_fraction < 1:
             raise NtdmUsageError(f"train.calib_fraction must be in [0, 1), got {self.calib_fraction}")
+        if not 0 <= self.occlude <= 1:
+            raise NtdmUsageError(f"train.occlude must be in [0, 1], got {self.occlude}")
+        if not 0 < self.occlude_max < 1:
+            raise NtdmUsageError(f"train.occlude_max must be in (0, 1), got {self.occlude_max}")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -190,6 +197,10 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
     """One EM step on a batch. Returns the loss parts (floats) and the number of images used."""
     images = batch["image"].to(device)
     cats = batch["category"].tolist()
+    occluder = occluder_bg = None
+    if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
+        images, occluder, occluder_bg = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
+                                                        cfg.occlude_max, generator)
     feats = ddp_backbone(images)  # (B, d, h, w)
     h, w = feats.shape[-2:]
     verts = torch.stack([shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
@@ -204,7 +215,10 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
         surf = rasterize_surface(verts, template.faces, template.verts_uvs, template.faces_uvs, vp, (h * up, w * up),
                                  float(STRIDE) / up, cfg.num_bins, cfg.bin_temperature)
     fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
-    obs = observe(fine, surf.uv, surf.mask, surf.alpha, cfg.texture_size)
+    seen = surf.mask
+    if occluder is not None:  # no texel is observed through an occluder
+        seen = seen & ~(F.adaptive_avg_pool2d(occluder.float().unsqueeze(1), (h * up, w * up))[:, 0] > 0.5)
+    obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
     on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask  # (B, h, w)
     parts = [image_loss(obs, i, c, textures, bank, omega, cfg, generator) for i, c in enumerate(cats)]
     used = [p for p in parts if p is not None]
@@ -217,7 +231,10 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
     optimizer.step()
     update_textures(obs, cats, textures, cfg.momentum, distributed=distributed)
     annotated = F.adaptive_max_pool2d(batch["mask"].float().unsqueeze(1).to(device), (h, w))[:, 0] > 0
-    bg = background_features(feats.detach(), on_object | annotated, cfg.bank_per_image, generator)
+    not_bg = on_object | annotated
+    if occluder_bg is not None:  # feature cells mostly covered by an occluder showing background are background
+        not_bg = not_bg & ~(F.adaptive_avg_pool2d(occluder_bg.float().unsqueeze(1), (h, w))[:, 0] >= 0.75)
+    bg = background_features(feats.detach(), not_bg, cfg.bank_per_image, generator)
     if distributed:
         sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
         dist.all_gather(sizes, torch.tensor([bg.shape[0]], device=device))
