@@ -97,18 +97,40 @@ def rotation_error(r_pred: Any, r_gt: Any) -> np.ndarray:
     return err
 
 
-def viewpoint_error(pred: Any, gt: Any) -> np.ndarray:
+def symmetric_rotation_error(r_pred: Any, r_gt: Any) -> np.ndarray:
+    """Pose error of an object that is rotationally symmetric about its vertical (z) axis:
+    min over φ of the angle of ``(R_pred·Rz(φ))ᵀ R_gt`` (rotating such an object about its axis changes
+    nothing in the image, so its azimuth is not observable).
+
+    r_pred, r_gt: (N,3,3) or (3,3) -> (N,) float64 radians in [0, π]; non-finite predictions get π.
+    The optimum is closed form: with A = R_predᵀ R_gt, tr(Rz(-φ)·A) is largest at
+    φ* = atan2(A10 - A01, A00 + A11); the angle is then computed by :func:`rotation_error`."""
+    rp = _np(r_pred).reshape(-1, 3, 3)
+    rg = _np(r_gt).reshape(-1, 3, 3)
+    bad = ~np.isfinite(rp).all(axis=(1, 2))
+    safe = np.where(bad[:, None, None], np.eye(3), rp)
+    a = np.swapaxes(safe, 1, 2) @ rg
+    phi = np.arctan2(a[:, 1, 0] - a[:, 0, 1], a[:, 0, 0] + a[:, 1, 1])
+    err = rotation_error(safe @ _rz(phi), rg)
+    err[bad] = math.pi
+    return err
+
+
+def viewpoint_error(pred: Any, gt: Any, symmetric: bool = False) -> np.ndarray:
     """Pose error between viewpoints given as angles.
 
     pred, gt: (N,3) or (3,) arrays of (azimuth, elevation, theta), radians -> (N,) radians in [0, π].
-    A prediction with a non-finite angle gets π; a non-finite ground truth raises ``ValueError``."""
+    A prediction with a non-finite angle gets π; a non-finite ground truth raises ``ValueError``.
+    ``symmetric``: the object is rotationally symmetric about its vertical axis
+    (:func:`symmetric_rotation_error`)."""
     p = _np(pred).reshape(-1, 3)
     g = _np(gt).reshape(-1, 3)
     if not np.isfinite(g).all():
         raise ValueError("viewpoint_error: the ground-truth viewpoint has non-finite angles")
     bad = ~np.isfinite(p).all(axis=1)
     p = np.where(bad[:, None], 0.0, p)
-    err = rotation_error(_pose_rotation(p[:, 0], p[:, 1], p[:, 2]), _pose_rotation(g[:, 0], g[:, 1], g[:, 2]))
+    error = symmetric_rotation_error if symmetric else rotation_error
+    err = error(_pose_rotation(p[:, 0], p[:, 1], p[:, 2]), _pose_rotation(g[:, 0], g[:, 1], g[:, 2]))
     err[bad] = math.pi
     return err
 
@@ -178,15 +200,23 @@ class ImageResult:
     pose_error: float  # radians, π for non-finite predictions
     amodal_iou: float  # NaN when a mask is missing
     visible_iou: float  # NaN when a mask is missing
+    symmetric: bool = False  # the CAD is rotationally symmetric about its vertical axis
+    pose_error_sym: float | None = None  # radians, symmetry-aware error (None: not symmetric, = pose_error)
 
     @property
     def correct_class(self) -> bool:
         return self.pred_category == self.category
 
+    @property
+    def sym_error(self) -> float:
+        """Pose error with rotational symmetry taken into account (= ``pose_error`` for other CADs)."""
+        return self.pose_error if self.pose_error_sym is None else self.pose_error_sym
+
 
 #: Keys of one metrics summary (``summarize``), in display order.
 METRIC_KEYS = ("n", "acc_pi_6", "acc_pi_18", "median_error_deg", "mean_error_deg", "n_non_finite",
-               "amodal_iou", "n_amodal", "visible_iou", "n_visible", "class_acc")
+               "amodal_iou", "n_amodal", "visible_iou", "n_visible", "class_acc", "n_symmetric", "acc_pi_6_sym",
+               "acc_pi_18_sym", "median_error_sym_deg")
 
 
 def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
@@ -195,8 +225,11 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
     Returns ``n``, ``acc_pi_6``, ``acc_pi_18`` (fractions), ``median_error_deg``, ``mean_error_deg``,
     ``n_non_finite`` (predictions scored π because they were not finite: counted as ≥ π - 1e-12),
     ``amodal_iou``/``visible_iou`` (means over images with both masks; NaN if none) with their counts
-    ``n_amodal``/``n_visible``, and ``class_acc`` (fraction). Fractions are NaN for an empty group."""
+    ``n_amodal``/``n_visible``, ``class_acc`` (fraction), and ``n_symmetric`` (images of rotationally
+    symmetric CADs) with ``acc_pi_6_sym``, ``acc_pi_18_sym``, ``median_error_sym_deg``: the same pose
+    metrics with the symmetry-aware error for those images. Fractions are NaN for an empty group."""
     err = np.array([r.pose_error for r in results], dtype=np.float64)
+    sym = np.array([r.sym_error for r in results], dtype=np.float64)
     amodal, n_amodal = _nanmean(np.array([r.amodal_iou for r in results], dtype=np.float64))
     visible, n_visible = _nanmean(np.array([r.visible_iou for r in results], dtype=np.float64))
     return {
@@ -211,6 +244,10 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
         "visible_iou": visible,
         "n_visible": n_visible,
         "class_acc": classification_accuracy([r.pred_category for r in results], [r.category for r in results]),
+        "n_symmetric": int(sum(r.symmetric for r in results)),
+        "acc_pi_6_sym": accuracy_at(sym, PI_6),
+        "acc_pi_18_sym": accuracy_at(sym, PI_18),
+        "median_error_sym_deg": median_error_deg(sym),
     }
 
 
@@ -246,8 +283,9 @@ def _macro(summaries: list[Mapping[str, Any]]) -> dict[str, float | int] | None:
     if not summaries:
         return None
     out: dict[str, float | int] = {"n": int(sum(s["n"] for s in summaries)), "n_groups": len(summaries)}
+    out["n_symmetric"] = int(sum(s.get("n_symmetric", 0) for s in summaries))
     for key in ("acc_pi_6", "acc_pi_18", "median_error_deg", "mean_error_deg", "amodal_iou", "visible_iou",
-                "class_acc"):
+                "class_acc", "acc_pi_6_sym", "acc_pi_18_sym", "median_error_sym_deg"):
         vals = np.array([s[key] for s in summaries], dtype=np.float64)
         out[key] = _nanmean(vals)[0]
     return out

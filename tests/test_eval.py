@@ -61,7 +61,7 @@ class FakeGroundTruth:
 
 
 def write_predictions(path, gt, *, offsets=None, nan_ids=(), wrong_class=None, extra_ids=(), drop_ids=("car/f",),
-                      mask_shift=None, rotation_override=None, split="val"):
+                      mask_shift=None, rotation_override=None, split="val", categories=("bus", "car")):
     """A predictions artifact for the records in ``gt`` (minus ``drop_ids``, plus ``extra_ids``):
     ground-truth angles + ``offsets[id]`` (degrees), NaN angles for ``nan_ids``, masks copied from the
     ground truth (shifted right by ``mask_shift[id]`` pixels)."""
@@ -90,7 +90,7 @@ def write_predictions(path, gt, *, offsets=None, nan_ids=(), wrong_class=None, e
     data = {
         "image_id": ids, "category": cats, "azimuth": ang[:, 0], "elevation": ang[:, 1], "theta": ang[:, 2],
         "distance": np.full(n, 5.0), "loss": np.linspace(0.1, 0.5, n), "rotation": rotation,
-        "categories": ["bus", "car"], "category_losses": np.zeros((n, 2)),
+        "categories": list(categories), "category_losses": np.zeros((n, len(categories))),
         "occlusion_level": np.array(occ), "nuisance": nui, "masks": masks,
     }
     return write_artifact(path, "predictions", data, attrs={"data_root": "unused", "split": split})
@@ -388,3 +388,32 @@ def test_cli_on_pascal3d_layout(tmp_path, monkeypatch, capsys):
     assert L1["visible_iou"] == pytest.approx(1.0) and L1["n_visible"] == 1
     # overlays: the worst (L1 image) is drawn, the unreadable one is skipped
     assert run["worst"][0]["image_id"] == "carFGL1_BGL1/n1" and run["overlays"][0].endswith(".png")
+
+
+def test_symmetric_cads_get_the_symmetry_aware_error_too(tmp_path):
+    """A bottle whose CAD is a lathe: its azimuth error is reported plainly and, in extra columns,
+    as 0 (symmetry-aware); a car's CAD (a box) is not symmetric; images naming no CAD are left plain."""
+    from ntdm_cli.data.cads import box as box_mesh
+    from ntdm_cli.data.cads import lathe, write_off
+
+    for cat, (v, f) in (("bottle", lathe([(0.1, 0.0), (0.15, 0.3), (0.05, 0.6)], 20)),
+                        ("car", box_mesh((0, 0, 0), (1.0, 0.5, 0.4)))):
+        (tmp_path / "CAD" / cat).mkdir(parents=True)
+        write_off(tmp_path / "CAD" / cat / "01.off", v, f)
+    m = box(2, 8, 2, 10)
+    gt = [GroundTruth("bottle/a", "bottle", D(30), D(10), 0.0, 0, "", m, m, cad_index=0),
+          GroundTruth("bottle/b", "bottle", D(30), D(10), 0.0, 0, "", m, m),  # no CAD named
+          GroundTruth("car/c", "car", D(30), D(10), 0.0, 0, "", m, m, cad_index=0)]
+    pred = write_predictions(tmp_path / "p.h5", gt, offsets={k: (90, 0, 0) for k in ("bottle/a", "bottle/b", "car/c")},
+                             drop_ids=(), categories=("bottle", "car"))
+    runs, files = run_eval([pred], tmp_path, tmp_path / "report", ground_truth=FakeGroundTruth(gt))
+    run = json.loads(files["json"].read_text())["runs"][0]
+    assert run["all"]["acc_pi_6"] == 0.0 and run["all"]["n_symmetric"] == 1
+    assert run["all"]["acc_pi_6_sym"] == pytest.approx(1 / 3)
+    assert run["by_category"]["bottle"]["acc_pi_18_sym"] == pytest.approx(1 / 2)
+    assert run["by_category"]["car"]["acc_pi_6_sym"] == 0.0
+    md = files["markdown"].read_text()
+    assert "sym.-aware" in md and "| p | 3 | 0.0 | 0.0 | 90.0 |" in md
+    rows = files["csv"].read_text().splitlines()
+    assert rows[0].endswith("symmetric_cad,pose_error_sym_deg")
+    assert any(r.startswith("p,bottle/a,") and r.endswith(",1,0.0000") for r in rows)

@@ -221,3 +221,41 @@ def test_aggregate_empty():
     agg = aggregate([])
     assert agg["all"]["n"] == 0 and math.isnan(agg["all"]["acc_pi_6"])
     assert agg["by_category"] == {} and agg["category_mean"] is None and agg["ood_mean"] is None
+
+
+def test_symmetric_error_is_the_minimum_over_rotations_about_the_vertical_axis():
+    from ntdm_cli.metrics import _rz, symmetric_rotation_error
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-3, 3, (20, 3)), rng.uniform(-3, 3, (20, 3))
+    rp, rg = _pose_rotation(*a.T), _pose_rotation(*b.T)
+    sym = symmetric_rotation_error(rp, rg)
+    phis = np.linspace(0, 2 * np.pi, 7201)
+    brute = np.array([rotation_error(rp[i] @ _rz(phis), rg[i]).min() for i in range(20)])
+    np.testing.assert_allclose(sym, brute, atol=1e-3)  # the grid is 0.05° fine
+    assert (sym <= rotation_error(rp, rg) + 1e-12).all()
+
+
+def test_symmetric_viewpoint_error_ignores_azimuth_only():
+    gt = [D(40), D(20), D(5)]
+    assert viewpoint_error([D(40 + 137), D(20), D(5)], gt, symmetric=True)[0] == pytest.approx(0, abs=1e-7)
+    assert viewpoint_error([D(40 + 137), D(20), D(5)], gt)[0] == pytest.approx(D(137))
+    assert viewpoint_error([D(300), D(32), D(5)], gt, symmetric=True)[0] == pytest.approx(D(12))  # elevation stays
+    assert viewpoint_error([np.nan, D(20), D(5)], gt, symmetric=True)[0] == pytest.approx(math.pi)
+
+
+def test_rotational_symmetry_of_cads():
+    from ntdm_cli.data.cads import box, build_cad, cylinder, lathe
+    from ntdm_cli.geometry.symmetry import is_rotationally_symmetric
+
+    v, f = lathe([(0.1, 0.0), (0.15, 0.3), (0.05, 0.6)], 20)
+    assert is_rotationally_symmetric(v, f)
+    hv, hf = box((0.2, 0.0, 0.3), (0.05, 0.03, 0.2))  # a handle breaks it
+    assert not is_rotationally_symmetric(np.concatenate([v, hv]), np.concatenate([f, hf + len(v)]))
+    assert not is_rotationally_symmetric(*box((0, 0, 0), (1.0, 0.5, 0.4)))
+    v, f = cylinder((0, 0, 0), (0, 0, 1.0), 0.3, 16)
+    assert is_rotationally_symmetric(v, f)
+    # the procedural bottles: lathe-turned ones are, the jug (handle) and the flask (flat, 4 sides) are not
+    names = {build_cad("bottle", k).name: is_rotationally_symmetric(*build_cad("bottle", k).mesh()[:2]) for k in range(7)}
+    assert names == {"wine": True, "water": True, "beer": True, "jug": False, "flask": False, "soda": True, "vase": True}
+    assert not any(is_rotationally_symmetric(*build_cad(c, 0).mesh()[:2]) for c in ("car", "bus", "chair"))

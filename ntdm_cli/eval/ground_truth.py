@@ -24,7 +24,8 @@ class GroundTruth:
     """Annotation of one image.
 
     image: (H,W,3) uint8 or None (not loaded / unreadable); amodal_mask, visible_mask: (H,W) bool at
-    the original image resolution or None (not annotated). Angles in radians (PASCAL3D+ convention)."""
+    the original image resolution or None (not annotated). Angles in radians (PASCAL3D+ convention).
+    cad_index: 0-based CAD model of the object (``CAD/<category>/<cad_index+1:02d>.off``) or None."""
 
     image_id: str
     category: str
@@ -36,6 +37,7 @@ class GroundTruth:
     amodal_mask: np.ndarray | None = None
     visible_mask: np.ndarray | None = None
     image: np.ndarray | None = None
+    cad_index: int | None = None  # 0-based index into CAD/<category>/ (None: not annotated)
 
 
 def ground_truth_from_sample(sample: Any, keep_pixels: bool = True) -> GroundTruth:
@@ -62,6 +64,7 @@ def ground_truth_from_sample(sample: Any, keep_pixels: bool = True) -> GroundTru
         amodal_mask=amodal if keep_pixels else None,
         visible_mask=visible,
         image=None if image is None else np.asarray(image),
+        cad_index=_cad_index(getattr(sample, "cad_index", None)),
     )
 
 
@@ -125,4 +128,9 @@ def _ground_truth_from_entry(entry: Any) -> GroundTruth:
         image_id=str(entry.image_id), category=str(entry.category), azimuth=float(vp["azimuth"]),
         elevation=float(vp["elevation"]), theta=float(vp["theta"]),
         occlusion_level=int(entry.occlusion_level), nuisance=str(entry.nuisance or ""),
+        cad_index=_cad_index(getattr(entry.record_object, "cad_index", None)),
     )
+
+
+def _cad_index(value: Any) -> int | None:
+    return None if value is None or int(value) < 0 else int(value)

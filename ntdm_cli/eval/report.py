@@ -38,6 +38,7 @@ from ntdm_cli.console import track, warn
 from ntdm_cli.fsutil import atomic_write, make_output_folder
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.eval.ground_truth import GroundTruth, load_ground_truth
+from ntdm_cli.geometry.symmetry import cad_is_rotationally_symmetric
 from ntdm_cli.metrics import (
     PI_6,
     PI_18,
@@ -226,6 +227,15 @@ def _in_selection(gt: GroundTruth, preds: Predictions, levels: set[int], nuisanc
     return int(gt.occlusion_level) in levels
 
 
+def _symmetric_cad(data_root: Path, gt: GroundTruth) -> bool:
+    """Whether the annotated CAD (``CAD/<category>/NN.off``) is rotationally symmetric about its
+    vertical axis; False when the image names no CAD or the file is missing or unreadable."""
+    if gt.cad_index is None:
+        return False
+    path = data_root / "CAD" / gt.category / f"{gt.cad_index + 1:02d}.off"
+    return path.is_file() and bool(cad_is_rotationally_symmetric(str(path)))
+
+
 def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> None:
     preds = run.predictions
     i = preds.index[gt.image_id]
@@ -233,6 +243,8 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
     if not np.isfinite(gt_angles).all():
         raise NtdmError(f"{data_root}: annotation of image {gt.image_id!r} has a non-finite viewpoint")
     err = float(viewpoint_error(preds.angles[i], gt_angles)[0])
+    symmetric = _symmetric_cad(data_root, gt)
+    err_sym = float(viewpoint_error(preds.angles[i], gt_angles, symmetric=True)[0]) if symmetric else None
     if preds.rotation is not None and np.isfinite(preds.angles[i]).all() and np.isfinite(preds.rotation[i]).all():
         d = float(rotation_error(preds.rotation[i], _pose_rotation(*preds.angles[i]))[0])
         if d > ROTATION_TOLERANCE:
@@ -255,7 +267,7 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
     result = ImageResult(
         image_id=gt.image_id, category=gt.category, pred_category=preds.category[i],
         occlusion_level=int(gt.occlusion_level), nuisance=gt.nuisance, pose_error=err,
-        amodal_iou=ious["amodal"], visible_iou=ious["visible"],
+        amodal_iou=ious["amodal"], visible_iou=ious["visible"], symmetric=symmetric, pose_error_sym=err_sym,
     )
     run.results.append(result)
     if k_worst > 0:
@@ -408,6 +420,8 @@ def table1(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
     header = ["run"]
     metrics = [("acc_pi_6", "π/6"), ("acc_pi_18", "π/18"), ("amodal_iou", "amodal IoU"),
                ("visible_iou", "visible IoU"), ("class_acc", "class")]
+    if any(r.summary["all"].get("n_symmetric", 0) for r in runs):
+        metrics += [("acc_pi_6_sym", "π/6 sym.-aware"), ("acc_pi_18_sym", "π/18 sym.-aware")]
     for _, name in metrics:
         header += [f"{name} {lv}" for lv in levels]
     rows = []
@@ -434,25 +448,41 @@ def table2(runs: Sequence[RunResult], key: str) -> tuple[list[str], list[list[st
     return header, rows
 
 
+#: Extra columns when some scored image shows a rotationally symmetric CAD.
+_SYM_COLUMNS = [
+    ("n_symmetric", "n sym. CAD", lambda x: str(x)),
+    ("acc_pi_6_sym", "π/6 acc, sym.-aware (%)", _pct),
+    ("acc_pi_18_sym", "π/18 acc, sym.-aware (%)", _pct),
+]
+
+
+def _columns(runs: Sequence[RunResult]) -> list:
+    if any(r.summary["all"].get("n_symmetric", 0) for r in runs):
+        return _COLUMNS + _SYM_COLUMNS
+    return _COLUMNS
+
+
 def summary_table(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
     """One row per run over all its scored images (micro average) plus the category mean."""
-    header = ["run"] + [h for _, h, _ in _COLUMNS] + ["not annotated", "not predicted"]
+    cols = _columns(runs)
+    header = ["run"] + [h for _, h, _ in cols] + ["not annotated", "not predicted"]
     rows = []
     for r in runs:
         s = r.summary["all"]
-        rows.append([r.label] + [f(s[k]) for k, _, f in _COLUMNS]
+        rows.append([r.label] + [f(s[k]) for k, _, f in cols]
                     + [str(len(r.predicted_not_annotated)), str(len(r.annotated_not_predicted))])
     return header, rows
 
 
 def category_table(run: RunResult) -> tuple[list[str], list[list[str]]]:
-    header = ["category"] + [h for _, h, _ in _COLUMNS]
-    rows = [[c] + [f(s[k]) for k, _, f in _COLUMNS] for c, s in run.summary["by_category"].items()]
+    cols = _columns([run])
+    header = ["category"] + [h for _, h, _ in cols]
+    rows = [[c] + [f(s[k]) for k, _, f in cols] for c, s in run.summary["by_category"].items()]
     mean = run.summary["category_mean"]
     if mean is not None:
-        rows.append(["**mean (categories)**"] + [f(mean.get(k)) if k != "n" else str(mean["n"]) for k, _, f in _COLUMNS])
+        rows.append(["**mean (categories)**"] + [f(mean.get(k)) if k != "n" else str(mean["n"]) for k, _, f in cols])
     s = run.summary["all"]
-    rows.append(["**all images**"] + [f(s[k]) for k, _, f in _COLUMNS])
+    rows.append(["**all images**"] + [f(s[k]) for k, _, f in cols])
     return header, rows
 
 
@@ -513,8 +543,12 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
     """The content of ``report.md``."""
     parts = ["# ntdm evaluation report", "",
              f"Data: `{data_root}` · ntdm {__version__} · pose accuracy = error < threshold, error = "
-             "‖logm(R_predᵀR_gt)‖_F/√2 (non-finite predictions count as 180°); IoU and accuracies in %.", "",
-             "## Summary (all scored images)", "", _md_table(*summary_table(runs)), ""]
+             "‖logm(R_predᵀR_gt)‖_F/√2 (non-finite predictions count as 180°); IoU and accuracies in %.", ""]
+    if any(r.summary["all"].get("n_symmetric", 0) for r in runs):
+        parts += ["*sym.-aware*: images whose CAD is rotationally symmetric about its vertical axis (n sym. CAD; "
+                  "their azimuth cannot be seen) are scored with min over φ of the error of R_pred·Rz(φ); "
+                  "other images as above. The paper's metric is the plain one.", ""]
+    parts += ["## Summary (all scored images)", "", _md_table(*summary_table(runs)), ""]
     if not same_image_sets(runs):
         parts += ["**Note:** the runs were scored on different image sets (column n); compare with care.", ""]
     h, rows = table1(runs)
@@ -698,13 +732,15 @@ def _per_image_csv(runs: Sequence[RunResult]) -> bytes:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["run", "image_id", "category", "pred_category", "occlusion_level", "nuisance",
-                "pose_error_deg", "amodal_iou", "visible_iou", "correct_class"])
+                "pose_error_deg", "amodal_iou", "visible_iou", "correct_class", "symmetric_cad",
+                "pose_error_sym_deg"])
     for r in runs:
         for x in r.results:
             w.writerow([r.label, x.image_id, x.category, x.pred_category, x.occlusion_level, x.nuisance,
                         f"{math.degrees(x.pose_error):.4f}",
                         "" if not math.isfinite(x.amodal_iou) else f"{x.amodal_iou:.5f}",
-                        "" if not math.isfinite(x.visible_iou) else f"{x.visible_iou:.5f}", int(x.correct_class)])
+                        "" if not math.isfinite(x.visible_iou) else f"{x.visible_iou:.5f}", int(x.correct_class),
+                        int(x.symmetric), f"{math.degrees(x.sym_error):.4f}"])
     return buf.getvalue().encode()
 
 
