@@ -8,6 +8,8 @@
 #   demo  6 categories x 300 images, small backbone, 8 epochs, ~15 minutes  (make demo; far below the targets)
 #   cpu   6 categories x 1000 images, small backbone, 12 epochs, ~50 minutes (the larger run in README Results)
 #   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
+# EPOCHS=N overrides the scale's epochs; an interrupted training resumes from $OUT/model.h5.ckpt.h5, and
+# with model.h5 present training is skipped (delete it, keep the checkpoint and raise EPOCHS to train on).
 # Outputs in $OUT (default runs/synthetic-$SCALE): data/ (the dataset), deformers/*.h5, model.h5,
 # predictions.h5, overlays/*.png, meshes/*.obj, report/ (report.md, report.json, plots).
 set -euo pipefail
@@ -19,25 +21,25 @@ SMALL_TRAIN=(--set train.backbone=small --set train.texture_size=64 --set train.
 SMALL_INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
 case "$SCALE" in
   tiny)
-    CATS=car,bus; PER=8; OODPER=1; SIZE=128; EPOCHS=2; EVAL_LIMIT=2
+    CATS=car,bus; PER=8; OODPER=1; SIZE=128; EPOCHS=${EPOCHS:-2}; EVAL_LIMIT=2
     FIT=(--preset demo --set deformer.subdivisions=2 --set deformer.steps=40 --set deformer.hidden=32 --set deformer.pool_samples=3000 --set deformer.eval_samples=1000 --set deformer.cross_samples=300)
     TRAIN=(--set train.backbone=small --set train.texture_size=32 --set train.feature_dim=32 --set train.batch_size=4 --set train.positives=100 --set train.negatives=200 --set train.bank_size=128 --set train.workers=0 --set train.lr=1e-3)
     INFER=(--set infer.steps=10 --set infer.azimuths=8 --set infer.elevations=2 --set infer.thetas=1)
     ;;
   demo)
-    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=300; OODPER=1; SIZE=128; EPOCHS=8; EVAL_LIMIT=3
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=300; OODPER=1; SIZE=128; EPOCHS=${EPOCHS:-8}; EVAL_LIMIT=3
     FIT=(--preset demo)
     TRAIN=("${SMALL_TRAIN[@]}")
     INFER=("${SMALL_INFER[@]}")
     ;;
   cpu)
-    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=12; EVAL_LIMIT=8; OODLIMIT=2
+    CATS=car,bus,aeroplane,sofa,chair,bottle; PER=1000; OODPER=5; SIZE=128; EPOCHS=${EPOCHS:-12}; EVAL_LIMIT=8; OODLIMIT=2
     FIT=(--preset demo)
     TRAIN=("${SMALL_TRAIN[@]}")
     INFER=("${SMALL_INFER[@]}")
     ;;
   full)
-    CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=200; EVAL_LIMIT=200; OODLIMIT=50
+    CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=${EPOCHS:-200}; EVAL_LIMIT=200; OODLIMIT=50
     FIT=(); TRAIN=(); INFER=(--set infer.shortlist=3)
     ;;
   *) echo "SCALE must be tiny, demo, cpu or full (got $SCALE)" >&2; exit 2 ;;
@@ -53,7 +55,10 @@ done
 if [ -f "$OUT/model.h5" ]; then
   echo "== $OUT/model.h5 exists: training skipped (delete it to retrain)"
 else
-  ntdm train-textures --data "$OUT/data" --deformers "$OUT/deformers" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN[@]}"
+  RESUME=()  # an interrupted run continues from its last epoch checkpoint (bit-identical to an uninterrupted one)
+  if [ -f "$OUT/model.h5.ckpt.h5" ]; then RESUME=(--resume "$OUT/model.h5.ckpt.h5"); fi
+  ntdm train-textures --data "$OUT/data" --deformers "$OUT/deformers" -o "$OUT/model.h5" --epochs "$EPOCHS" \
+    "${TRAIN[@]}" "${RESUME[@]}"
 fi
 ntdm infer --data "$OUT/data" --split val --occlusion 0,1,2,3 --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
   -o "$OUT/predictions.h5" --overlay "$OUT/overlays" --export "$OUT/meshes" "${INFER[@]}"
