@@ -44,3 +44,51 @@ def test_deterministic_for_a_seed_and_skips_images_without_a_mask():
     b = paste_occluders(images, masks, 1.0, 0.5, torch.Generator().manual_seed(7))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not a[1][1].any()  # no object, no occluder
+
+
+def test_train_step_observes_no_texel_through_an_occluder(monkeypatch):
+    """With train.occlude=1 the surface observation of train_step only keeps unoccluded object pixels."""
+    import torch.nn.functional as F
+
+    from ntdm_cli.geometry.template import make_template
+    from ntdm_cli.model.backbone import make_backbone
+    from ntdm_cli.model.surface import rasterize_surface
+    from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
+    from ntdm_cli.render import Viewpoint
+    from ntdm_cli.train import loop
+
+    t = make_template(2)
+    B, H = 4, 64
+    vp = torch.tensor([[0.3 * k, 0.2, 0.0, 150.0, 1.0, 32.0, 32.0, 3000.0] for k in range(B)], dtype=torch.float64)
+    verts = t.verts.unsqueeze(0).expand(B, -1, -1).contiguous()
+    full = rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, loop._viewpoints(vp, "cpu"), (H, H), 1.0, 7, 5.0)
+    batch = {"image": torch.rand(B, 3, H, H, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.05,
+             "category": torch.zeros(B, dtype=torch.long), "cad": torch.zeros(B, dtype=torch.long), "viewpoint": vp,
+             "mask": full.mask.clone(), "instance_scale": torch.ones(B, 3)}
+    seen = {}
+    real_observe = loop.observe
+
+    def spy(features, uv, mask, alpha, size):
+        seen[key] = mask.clone()
+        return real_observe(features, uv, mask, alpha, size)
+
+    monkeypatch.setattr(loop, "observe", spy)
+    for key in ("plain", "occluded"):
+        torch.manual_seed(0)
+        cfg = loop.TrainConfig(backbone="small", feature_dim=8, texture_size=16, positives=32, negatives=64, bank_size=32,
+                          occlude=1.0 if key == "occluded" else 0.0)
+        backbone = make_backbone("small", 8)
+        tex = [NeuralTexture(7, 16, 8, generator=torch.Generator().manual_seed(1))]
+        bank = BackgroundBank(32, 8, generator=torch.Generator().manual_seed(2))
+        opt = torch.optim.Adam(backbone.parameters(), lr=1e-3)
+        loop.train_step(batch, backbone, backbone, tex, bank, torch.zeros(1, 1), {(0, 0): t.verts}, t, cfg, opt,
+                        torch.Generator().manual_seed(3), "cpu", False)
+    plain, occluded = seen["plain"], seen["occluded"]
+    assert (occluded & ~plain).sum() == 0  # never more than the silhouette
+    assert 0 < occluded.sum() < 0.95 * plain.sum()  # the occluders hid part of it, not all
+    # the hidden part is where occluders were pasted: redo the paste with the step's first draws
+    from ntdm_cli.train.augment import paste_occluders
+
+    _, occ, _ = paste_occluders(batch["image"], batch["mask"], 1.0, cfg.occlude_max, torch.Generator().manual_seed(3))
+    occ_fine = F.adaptive_avg_pool2d(occ.float().unsqueeze(1), plain.shape[-2:])[:, 0] > 0.5
+    assert torch.equal(occluded, plain & ~occ_fine)
