@@ -2,15 +2,16 @@
 
 The paper trains on unoccluded images only; its robustness to occlusion comes from the clutter model
 at inference. With ``train.occlude = p`` a fraction p of the training images get one or two elliptical
-occluders centred on the object, filled with another image of the batch (its unpadded part resized to
-the crop) shifted by half the crop (its object, centred by the preprocessing, moves to the corners, so
-the occluder mostly shows that image's background, sometimes a part of another object in front: both happen in real scenes). The occluded
-pixels are left out of the surface observation (no texel is trained on them), and occluder pixels
-that show the other image's *background* may enter the background bank, so object features learn
-(a) not to depend on the context that an occluder replaces and (b) to differ from what an occluder
-looks like. The occluders are deliberately unlike the
-synthetic benchmark's own L1-L3 occluders (procedural textures), so the occluded splits still measure
-robustness to unseen occluders.
+occluders centred on the object. They are filled with another image of the batch: its unpadded part,
+resized to the crop and shifted by half a crop, so its object (centred by the preprocessing) moves to
+the corners and the occluder mostly shows that image's background, sometimes a part of another object
+in front (both happen in real scenes).
+
+The occluded pixels are left out of the surface observation (no texel is trained on them), and
+occluder pixels that show the other image's *background* may enter the background bank. Object
+features so learn (a) not to depend on the context that an occluder replaces and (b) to differ from
+what an occluder looks like. The occluders are deliberately unlike the synthetic benchmark's own
+L1-L3 occluders (procedural textures), so the occluded splits still measure unseen occluders.
 """
 
 from __future__ import annotations
