@@ -200,12 +200,16 @@ class ImageResult:
     pose_error: float  # radians, π for non-finite predictions
     amodal_iou: float  # NaN when a mask is missing
     visible_iou: float  # NaN when a mask is missing
-    symmetric: bool = False  # the CAD is rotationally symmetric about its vertical axis
-    pose_error_sym: float | None = None  # radians, symmetry-aware error (None: not symmetric, = pose_error)
+    pose_error_sym: float | None = None  # radians, symmetry-aware error; None: the CAD is not symmetric
 
     @property
     def correct_class(self) -> bool:
         return self.pred_category == self.category
+
+    @property
+    def symmetric(self) -> bool:
+        """The CAD is rotationally symmetric about its vertical axis."""
+        return self.pose_error_sym is not None
 
     @property
     def sym_error(self) -> float:

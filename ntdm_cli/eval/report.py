@@ -243,8 +243,8 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
     if not np.isfinite(gt_angles).all():
         raise NtdmError(f"{data_root}: annotation of image {gt.image_id!r} has a non-finite viewpoint")
     err = float(viewpoint_error(preds.angles[i], gt_angles)[0])
-    symmetric = _symmetric_cad(data_root, gt)
-    err_sym = float(viewpoint_error(preds.angles[i], gt_angles, symmetric=True)[0]) if symmetric else None
+    err_sym = float(viewpoint_error(preds.angles[i], gt_angles, symmetric=True)[0]) \
+        if _symmetric_cad(data_root, gt) else None
     if preds.rotation is not None and np.isfinite(preds.angles[i]).all() and np.isfinite(preds.rotation[i]).all():
         d = float(rotation_error(preds.rotation[i], _pose_rotation(*preds.angles[i]))[0])
         if d > ROTATION_TOLERANCE:
@@ -267,7 +267,7 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
     result = ImageResult(
         image_id=gt.image_id, category=gt.category, pred_category=preds.category[i],
         occlusion_level=int(gt.occlusion_level), nuisance=gt.nuisance, pose_error=err,
-        amodal_iou=ious["amodal"], visible_iou=ious["visible"], symmetric=symmetric, pose_error_sym=err_sym,
+        amodal_iou=ious["amodal"], visible_iou=ious["visible"], pose_error_sym=err_sym,
     )
     run.results.append(result)
     if k_worst > 0:
@@ -413,6 +413,11 @@ _COLUMNS = [
 ]
 
 
+def _has_symmetric(runs: Sequence[RunResult]) -> bool:
+    """Whether some scored image of some run shows a rotationally symmetric CAD."""
+    return any(r.summary["all"].get("n_symmetric", 0) for r in runs)
+
+
 def table1(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
     """The layout of the paper's table 1: one row per run; π/6, π/18, amodal IoU, visible IoU and
     class accuracy for each occlusion level present (i.i.d. images only)."""
@@ -420,7 +425,7 @@ def table1(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
     header = ["run"]
     metrics = [("acc_pi_6", "π/6"), ("acc_pi_18", "π/18"), ("amodal_iou", "amodal IoU"),
                ("visible_iou", "visible IoU"), ("class_acc", "class")]
-    if any(r.summary["all"].get("n_symmetric", 0) for r in runs):
+    if _has_symmetric(runs):
         metrics += [("acc_pi_6_sym", "π/6 sym.-aware"), ("acc_pi_18_sym", "π/18 sym.-aware")]
     for _, name in metrics:
         header += [f"{name} {lv}" for lv in levels]
@@ -457,7 +462,7 @@ _SYM_COLUMNS = [
 
 
 def _columns(runs: Sequence[RunResult]) -> list:
-    if any(r.summary["all"].get("n_symmetric", 0) for r in runs):
+    if _has_symmetric(runs):
         return _COLUMNS + _SYM_COLUMNS
     return _COLUMNS
 
@@ -544,7 +549,7 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
     parts = ["# ntdm evaluation report", "",
              f"Data: `{data_root}` · ntdm {__version__} · pose accuracy = error < threshold, error = "
              "‖logm(R_predᵀR_gt)‖_F/√2 (non-finite predictions count as 180°); IoU and accuracies in %.", ""]
-    if any(r.summary["all"].get("n_symmetric", 0) for r in runs):
+    if _has_symmetric(runs):
         parts += ["*sym.-aware*: images whose CAD is rotationally symmetric about its vertical axis (n sym. CAD; "
                   "their azimuth cannot be seen) are scored with min over φ of the error of R_pred·Rz(φ); "
                   "other images as above. The paper's metric is the plain one.", ""]

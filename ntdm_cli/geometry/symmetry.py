@@ -12,22 +12,10 @@ import os
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 #: Test angles (degrees): irregular, so that an n-fold prism (n up to ~10) fails at least one of them.
 TEST_ANGLES_DEG = (23.0, 61.0, 97.0, 143.0, 180.0, 211.0, 266.0, 317.0)
-
-
-def sample_surface_np(verts: np.ndarray, faces: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Area-uniform surface samples: verts (V, 3) float, faces (F, 3) int -> (n, 3) float64."""
-    tri = verts[faces].astype(np.float64)  # (F, 3, 3)
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    rng = np.random.default_rng(seed)
-    face = rng.choice(len(faces), size=n, p=area / area.sum())
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    t = tri[face]
-    return t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
 
 
 def is_rotationally_symmetric(verts: np.ndarray, faces: np.ndarray, *, samples: int = 4000,
@@ -42,12 +30,14 @@ def is_rotationally_symmetric(verts: np.ndarray, faces: np.ndarray, *, samples: 
     box fails."""
     from scipy.spatial import cKDTree
 
+    from ntdm_cli.geometry.distance import sample_surface
+
     verts = np.asarray(verts, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     if faces.size == 0:
         return False
-    a = sample_surface_np(verts, faces, samples, seed=1)
-    b = sample_surface_np(verts, faces, samples, seed=2)
+    v, f = torch.from_numpy(verts), torch.from_numpy(faces)
+    a, b = (sample_surface(v, f, samples, torch.Generator().manual_seed(seed)).numpy() for seed in (1, 2))
     diag = float(np.linalg.norm(a.max(0) - a.min(0)))
     if diag <= 0:
         return False

@@ -63,8 +63,9 @@ def paste_occluders(images: torch.Tensor, masks: torch.Tensor, prob: float, max_
     if prob <= 0 or B < 2:
         return out, occ, occ_bg
     donors_ok = [bool(masks[j].any()) and not bool(masks[j].all()) for j in range(B)]
-    ys = torch.arange(H, dtype=torch.float32).view(H, 1) + 0.5
-    xs = torch.arange(W, dtype=torch.float32).view(1, W) + 0.5
+    dev = images.device  # masks are built where the images are: no host copy per image
+    ys = torch.arange(H, dtype=torch.float32, device=dev).view(H, 1) + 0.5
+    xs = torch.arange(W, dtype=torch.float32, device=dev).view(1, W) + 0.5
     for i in range(B):
         if float(torch.rand((), generator=generator)) >= prob or not donors_ok[i]:
             continue
@@ -72,11 +73,11 @@ def paste_occluders(images: torch.Tensor, masks: torch.Tensor, prob: float, max_
         if not donors:
             continue
         j = donors[int(torch.randint(len(donors), (), generator=generator))]
-        obj = masks[i].cpu()
+        obj = masks[i]
         area = float(obj.sum())
         target = float(max_cover * (0.1 + 0.9 * torch.rand((), generator=generator)))
         size = math.sqrt(area)
-        shape = torch.zeros(H, W, dtype=torch.bool)
+        shape = torch.zeros(H, W, dtype=torch.bool, device=dev)
         oy, ox = obj.nonzero(as_tuple=True)
         for _ in range(2):
             if float((shape & obj).sum()) / area >= target:
@@ -102,7 +103,7 @@ def paste_occluders(images: torch.Tensor, masks: torch.Tensor, prob: float, max_
         donor, donor_mask = _unpadded(images[j], masks[j])
         shift = (H // 2, W // 2)
         fill = torch.roll(donor, shift, (1, 2))
-        shape = shape.to(images.device) & (fill.amax(0) > 0)  # never paste black padding
+        shape = shape & (fill.amax(0) > 0)  # never paste black padding
         out[i][:, shape] = fill[:, shape]
         occ[i] = shape
         occ_bg[i] = shape & ~torch.roll(donor_mask, shift, (0, 1))
