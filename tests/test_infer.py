@@ -25,10 +25,11 @@ def _rotation_error(a, b):
     return torch.arccos(((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
 
 
-@pytest.mark.parametrize("init_poses", [0, 6])
-def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline, init_poses):
+@pytest.mark.parametrize("init_poses,stride", [(0, STRIDE), (6, STRIDE), (6, 4)])
+def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline, init_poses, stride):
     """Ground-truth textures and a rendered feature map: the rotation comes back within π/18, with the
-    full pose × latent grid and with the coarse-to-fine initialisation."""
+    full pose × latent grid and with the coarse-to-fine initialisation; at stride 4 (a 128-pixel crop
+    gives a 32² map) the distance comes back too, so the solver renders at the backbone's stride."""
     model = load_model(tiny_pipeline.model)
     deformer = model.deformers["car"].requires_grad_(False)
     g = torch.Generator().manual_seed(0)
@@ -38,24 +39,26 @@ def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline, init_pose
                  distance=torch.tensor([5.0]))
     cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, init_distance=5.0, init_poses=init_poses)
     bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
-    h = w = 16
+    h = w = 128 // stride
     with torch.no_grad():
         from ntdm_cli.infer.solver import Hypotheses
 
         z = deformer.latents[1:2].float()
         hyp = Hypotheses(truth["azimuth"], truth["elevation"], truth["theta"], truth["distance"], z, torch.zeros(1, 3))
-        rc0 = RenderCompare(torch.zeros(1, 16, h, w), deformer, tex, bank, cfg, 5.0, (w * STRIDE / 2, h * STRIDE / 2))
+        rc0 = RenderCompare(torch.zeros(1, 16, h, w), deformer, tex, bank, cfg, 5.0, (64.0, 64.0), stride)
         surf = rasterize_surface(rc0.verts(hyp), deformer.template.faces, deformer.template.verts_uvs,
-                                 deformer.template.faces_uvs, rc0.viewpoint(hyp), (h, w), float(STRIDE), 3, 5.0)
+                                 deformer.template.faces_uvs, rc0.viewpoint(hyp), (h, w), float(stride), 3, 5.0)
         feats = render_features(surf, deformer.template.verts_uvs, deformer.template.faces_uvs, tex.theta)
         background = bank[0].view(1, 16, 1, 1).expand(1, 16, h, w)
         feats = torch.where(surf.mask.unsqueeze(1), feats, background)
-    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (w * STRIDE / 2, h * STRIDE / 2))
+    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (64.0, 64.0), stride)
     res = solve(rc, cfg, torch.Generator().manual_seed(0))
     assert res.loss <= res.init_loss + 1e-6  # optimisation never ends worse than its best start
     Rp = pose_rotation(res.best.azimuth, res.best.elevation, res.best.theta)
     Rt = pose_rotation(truth["azimuth"], truth["elevation"], truth["theta"])
     assert _rotation_error(Rp, Rt).item() < math.pi / 18
+    size = res.best.distance / res.best.log_scale.exp().mean()  # the apparent size: distance ÷ scale
+    assert abs(float(size) / 5.0 - 1) < 0.1
 
 
 def test_infer_cli_outputs(tiny_pipeline, tmp_path):

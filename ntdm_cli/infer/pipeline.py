@@ -16,6 +16,7 @@ from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, bank_centres, solve_batch
+from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
 from ntdm_cli.train.losses import fast_class_scores
@@ -190,7 +191,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         if not rows:
             continue
         rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
-                           (w / 2.0, h / 2.0))
+                           (w / 2.0, h / 2.0), feature_stride(model.backbone))
         for i, res in zip(rows, solve_batch(rc, cfg, generator)):
             solved[(i, cat)] = (res, rc)
             timing[i]["init"] += res.timing["init"]

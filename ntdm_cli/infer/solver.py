@@ -137,11 +137,13 @@ class RenderCompare:
     """Scores hypotheses of one category against the features of a batch of images.
 
     features: (B, d, h, w) unit image features (hypothesis n explains image ``hyp.image[n]``);
-    bank: (M, d) background features (the whole bank, or :func:`bank_centres` of it)."""
+    bank: (M, d) background features (the whole bank, or :func:`bank_centres` of it); principal:
+    (px, py) crop pixels; stride: crop pixels per feature cell (the backbone's)."""
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
-                 bin_temperature: float, principal: tuple[float, float]):
+                 bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE):
         self.f = features
+        self.stride = float(stride)
         self.deformer = deformer
         self.template = deformer.template
         self.theta = texture.theta if not cfg.single_bin else texture.theta.mean(0, keepdim=True)
@@ -182,7 +184,7 @@ class RenderCompare:
         """Loss (N,) of each hypothesis (eq. 10); with ``return_maps`` also the silhouette (N, h, w) and
         the foreground decision (N, h, w) at the feature resolution."""
         surf = rasterize_surface(self.verts(hyp), self.template.faces, self.template.verts_uvs,
-                                 self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), float(STRIDE),
+                                 self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), self.stride,
                                  self.num_bins, self.bin_temperature)
         rendered = render_features(surf, self.template.verts_uvs, self.template.faces_uvs, self.theta)
         img = hyp.image_index()

@@ -1,9 +1,11 @@
-"""Feature extractors: image (N, 3, H, W) -> L2-normalised features (N, d, H/8, W/8).
+"""Feature extractors: image (N, 3, H, W) -> L2-normalised features (N, d, H/s, W/s), s = ``.stride``.
 
 * ``resnet50-ext``: ResNet-50 through layer4 with two upsampling stages back to stride 8 and a 1×1
   projection to d (NeMo's ResNetExt). Plain torch; ImageNet weights are loaded from a local file in
   torchvision's layout with ``--pretrained PATH``.
-* ``small``: a CPU-friendly conv net with the same output contract, for the demo and the tests.
+* ``small``: a CPU-friendly conv net with the same output contract (stride 8), for the demo and the tests.
+* ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
+  an object for thin parts (wings, chair legs) and finer pose steps, at about 2.5× the cost.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def _layer(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequentia
 class ResNetExt(nn.Module):
     """ResNet-50 (torchvision parameter names) + NeMo-style upsampling head to stride 8."""
 
+    stride = STRIDE
+
     def __init__(self, dim: int = 128):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
@@ -106,10 +110,14 @@ class ResNetExt(nn.Module):
 
 
 class SmallBackbone(nn.Module):
-    """Three stride-2 stages (stride 8) and a dilated context block; about 1 M parameters."""
+    """Three conv stages (stride 8, or 4 with ``stride=4``: the third keeps the resolution) and a
+    dilated context block; about 1 M parameters."""
 
-    def __init__(self, dim: int = 128, width: int = 48):
+    def __init__(self, dim: int = 128, width: int = 48, stride: int = STRIDE):
         super().__init__()
+        if stride not in (4, 8):
+            raise NtdmError(f"small backbone stride must be 4 or 8, got {stride}")
+        self.stride = stride
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
             return nn.Sequential(
@@ -119,8 +127,9 @@ class SmallBackbone(nn.Module):
 
         self.s1 = block(3, width, 2)
         self.s2 = block(width, width * 2, 2)
-        self.s3 = block(width * 2, width * 4, 2)
-        self.ctx = nn.Sequential(nn.Conv2d(width * 4, width * 4, 3, padding=2, dilation=2, bias=False),
+        self.s3 = block(width * 2, width * 4, 2 if stride == 8 else 1)
+        dil = 2 * STRIDE // stride  # the same context in image pixels at either stride
+        self.ctx = nn.Sequential(nn.Conv2d(width * 4, width * 4, 3, padding=dil, dilation=dil, bias=False),
                                  nn.BatchNorm2d(width * 4), nn.ReLU(inplace=True))
         self.proj = nn.Conv2d(width * 4 + width * 2, dim, 1)
 
@@ -129,14 +138,21 @@ class SmallBackbone(nn.Module):
         x2 = self.s2(x)
         x3 = self.s3(x2)
         x3 = x3 + self.ctx(x3)
-        x2d = F.avg_pool2d(x2, 2)
+        x2d = F.avg_pool2d(x2, 2) if self.stride == 8 else x2
         return F.normalize(self.proj(torch.cat([x3, x2d], 1)), dim=1)
 
 
-BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone}
+BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone,
+             "small-s4": lambda dim: SmallBackbone(dim=dim, stride=4)}
 
 
 def make_backbone(name: str, dim: int = 128) -> nn.Module:
+    """The named backbone with d = ``dim`` output channels; its ``.stride`` is the feature stride."""
     if name not in BACKBONES:
         raise NtdmError(f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})")
     return BACKBONES[name](dim=dim)
+
+
+def feature_stride(backbone: nn.Module) -> int:
+    """Pixels per feature cell of ``backbone`` (8 unless it says otherwise)."""
+    return int(getattr(backbone, "stride", STRIDE))

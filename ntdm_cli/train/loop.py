@@ -25,7 +25,7 @@ from ntdm_cli.config import section
 from ntdm_cli.console import info, progress
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.geometry.deformer import Deformer, load_deformer
-from ntdm_cli.model.backbone import STRIDE, make_backbone
+from ntdm_cli.model.backbone import feature_stride, make_backbone
 from ntdm_cli.model.io import NTDMModel, load_model, save_model
 from ntdm_cli.model.surface import rasterize_surface
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
@@ -213,7 +213,7 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
     up = cfg.observe_upsample
     with torch.no_grad():
         surf = rasterize_surface(verts, template.faces, template.verts_uvs, template.faces_uvs, vp, (h * up, w * up),
-                                 float(STRIDE) / up, cfg.num_bins, cfg.bin_temperature)
+                                 float(feature_stride(backbone)) / up, cfg.num_bins, cfg.bin_temperature)
     fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
     seen = surf.mask
     if occluder is not None:  # no texel is observed through an occluder
@@ -353,8 +353,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                             f"(in {parts['inner']:.2f} cross {parts['cross']:.2f} ml {parts['ml']:.2f}) {rate:.1f} img/s")
             if nused == 0:
                 raise NtdmError(f"{data_root}: no object texels were visible in any training image of epoch "
-                                f"{epoch + 1}; the crop {dataset.crop_hw} gives a {dataset.crop_hw[0] // STRIDE}×"
-                                f"{dataset.crop_hw[1] // STRIDE} feature map, too coarse for the texture (use larger images)")
+                                f"{epoch + 1}; the crop {dataset.crop_hw} gives a {dataset.crop_hw[0] // feature_stride(backbone)}×"
+                                f"{dataset.crop_hw[1] // feature_stride(backbone)} feature map, too coarse for the texture (use larger images)")
             for k in sums:
                 curves[k].append(sums[k] / max(nb, 1))
             curves["lr"].append(optimizer.param_groups[0]["lr"])
