@@ -61,3 +61,13 @@ def test_synthetic_ablations_and_pascal3d_recipes_tiny(tmp_path):
                                        "--set train.workers=0",
                          "INFER_ARGS": TINY_INFER + " --limit 1"})
     assert (p3d / "report" / "report.md").exists()
+
+
+@pytest.mark.parametrize("var,value", [("SCALE", "huge"), ("BACKBONE", "resnet18")])
+def test_synthetic_recipe_rejects_bad_sizes_before_writing(tmp_path, var, value):
+    """An unknown SCALE or BACKBONE: exit 2, one line naming the variable, no output folder."""
+    out = tmp_path / "run"
+    r = subprocess.run(["bash", str(ROOT / "recipes" / "synthetic.sh")], capture_output=True, text=True,
+                       env={**_env(tmp_path), var: value, "OUT": str(out)}, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and f"{var} must be" in r.stderr and value in r.stderr
+    assert not out.exists()
