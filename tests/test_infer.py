@@ -25,11 +25,12 @@ def _rotation_error(a, b):
     return torch.arccos(((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1))
 
 
-@pytest.mark.parametrize("init_poses,stride", [(0, STRIDE), (6, STRIDE), (6, 4)])
-def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline, init_poses, stride):
+@pytest.mark.parametrize("init_poses,stride,grid_pool", [(0, STRIDE, 1), (6, STRIDE, 1), (6, 4, 1), (6, 4, 2)])
+def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline, init_poses, stride, grid_pool):
     """Ground-truth textures and a rendered feature map: the rotation comes back within π/18, with the
     full pose × latent grid and with the coarse-to-fine initialisation; at stride 4 (a 128-pixel crop
-    gives a 32² map) the distance comes back too, so the solver renders at the backbone's stride."""
+    gives a 32² map) the distance comes back too, so the solver renders at the backbone's stride, also
+    with the grid scored on features pooled to stride 8."""
     model = load_model(tiny_pipeline.model)
     deformer = model.deformers["car"].requires_grad_(False)
     g = torch.Generator().manual_seed(0)
@@ -37,7 +38,8 @@ def test_recovers_pose_from_noiseless_rendered_features(tiny_pipeline, init_pose
     tex.counts += 1
     truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
                  distance=torch.tensor([5.0]))
-    cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, init_distance=5.0, init_poses=init_poses)
+    cfg = InferConfig(steps=80, azimuths=12, elevations=4, thetas=3, init_distance=5.0, init_poses=init_poses,
+                      grid_pool=grid_pool)
     bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
     h = w = 128 // stride
     with torch.no_grad():
@@ -233,3 +235,31 @@ def test_bank_centres_is_a_compact_clutter_model():
     assert c.shape == (3, 8) and torch.allclose(c.norm(dim=1), torch.ones(3), atol=1e-5)
     assert (c @ means.T).amax(0).min() > 0.99  # each true cluster found
     assert bank_centres(bank, 0) is bank and bank_centres(bank, 500) is bank
+
+
+def test_pooled_scorer_matches_a_coarser_backbone():
+    """RenderCompare.pooled(2) renders at twice the stride on 2×-pooled features: a silhouette of the
+    same size in crop pixels, a quarter of the cells; losses stay in [0, 2]."""
+    from ntdm_cli.geometry.template import make_template
+    from ntdm_cli.infer.solver import Hypotheses
+    from ntdm_cli.geometry.deformer import Deformer
+
+    torch.manual_seed(0)
+    deformer = Deformer(make_template(2), num_latents=2).requires_grad_(False)
+    tex = NeuralTexture(3, 16, 8, generator=torch.Generator().manual_seed(0))
+    tex.counts += 1
+    cfg = InferConfig(init_distance=5.0)
+    bank = F.normalize(torch.randn(4, 8), dim=-1)
+    feats = F.normalize(torch.randn(1, 8, 32, 32), dim=1)
+    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (64.0, 64.0), 4)
+    coarse = rc.pooled(2)
+    assert coarse.f.shape == (1, 8, 16, 16) and coarse.stride == 8.0 and rc.pooled(1) is rc
+    assert torch.allclose(coarse.f.norm(dim=1), torch.ones(1, 16, 16), atol=1e-5)
+    hyp = Hypotheses(torch.tensor([0.5]), torch.tensor([0.2]), torch.tensor([0.0]), torch.tensor([5.0]),
+                     torch.full((1, 2), 0.5), torch.zeros(1, 3))
+    _, fine_mask, _ = rc.losses(hyp, return_maps=True)
+    loss, coarse_mask, _ = coarse.losses(hyp, return_maps=True)
+    assert 0 <= float(loss) <= 2
+    # the same silhouette: its area in crop pixels agrees within the border cells
+    fine_area, coarse_area = fine_mask.sum() * 16, coarse_mask.sum() * 64
+    assert abs(float(coarse_area) / float(fine_area) - 1) < 0.25

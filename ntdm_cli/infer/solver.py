@@ -44,6 +44,7 @@ class InferConfig:
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
+    grid_pool: int = 1  # score the initial grid on features average-pooled this many times (2: a stride-4 model at stride 8)
     batch_images: int = 8  # images solved together (features, grid scoring and Adam in one batch)
 
     def validate(self) -> None:
@@ -51,7 +52,7 @@ class InferConfig:
             raise NtdmUsageError(f"infer.init must be grid, random or average, got {self.init!r}")
         if self.init_poses < 0:
             raise NtdmUsageError("infer.init_poses must be ≥ 0")
-        for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images"):
+        for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images", "grid_pool"):
             if getattr(self, name) <= 0:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
@@ -144,6 +145,7 @@ class RenderCompare:
                  bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE):
         self.f = features
         self.stride = float(stride)
+        self._inputs = (deformer, texture, bank, cfg, bin_temperature, principal)
         self.deformer = deformer
         self.template = deformer.template
         self.theta = texture.theta if not cfg.single_bin else texture.theta.mean(0, keepdim=True)
@@ -163,6 +165,14 @@ class RenderCompare:
                 self.basis = deformer.displacement(eye)  # (K, V, 3)
                 self.base = deformer.template_verts  # (V, 3)
                 self.shape_scale = deformer.scale  # (3,)
+
+    def pooled(self, factor: int) -> "RenderCompare":
+        """The same scorer on the features average-pooled ``factor``× and renormalised, rendered at
+        ``factor``× the stride: factor² fewer pixels per hypothesis (for scoring the initial grid)."""
+        if factor <= 1:
+            return self
+        features = F.normalize(F.avg_pool2d(self.f, factor), dim=1)
+        return RenderCompare(features, *self._inputs, stride=self.stride * factor)
 
     def verts(self, hyp: Hypotheses) -> torch.Tensor:
         """Vertices (N, V, 3) of the hypotheses: s′ ⊙ Γ(z)."""
@@ -209,7 +219,7 @@ class SolveResult:
     loss: float
     topk: Hypotheses  # (k,) after optimisation
     topk_losses: torch.Tensor  # (k,)
-    init_loss: float  # best loss of the grid
+    init_loss: float  # best loss of the grid (its top-k starts, at full resolution)
     history: list[float]
     timing: dict[str, float]
 
@@ -264,6 +274,7 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         raise ValueError("InferConfig.init_distance must be resolved to a positive distance before solve()")
     B = rc.f.shape[0] if images is None else images
     t0 = time.perf_counter()
+    scorer = rc.pooled(cfg.grid_pool)
     A, E, T = pose_grid(cfg, dev)
     Z = initial_latents(rc.deformer, cfg, generator).to(dev)
     P, L = A.shape[0], Z.shape[0]
@@ -272,16 +283,17 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         # with every latent (P + init_poses·L renders per image instead of P·L)
         mean = rc.deformer.mean_latent().reshape(1, -1).float().to(dev)
         coarse = _grid(A, E, T, mean, B, cfg.init_distance)
-        first = _score(rc, coarse, cfg.score_chunk).view(B, P)
+        first = _score(scorer, coarse, cfg.score_chunk).view(B, P)
         keep = torch.topk(-first, cfg.init_poses, dim=1).indices  # (B, N)
         A, E, T = A[keep], E[keep], T[keep]  # the poses of each image: (B, N)
     grid = _grid(A, E, T, Z, B, cfg.init_distance)
     G = len(grid) // B
-    scores = _score(rc, grid, cfg.score_chunk)
+    scores = _score(scorer, grid, cfg.score_chunk)
     k = min(cfg.topk, G)
     top = (torch.topk(-scores.view(B, G), k, dim=1).indices + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
     hyp = grid.select(top).detached()
-    init_losses = scores.view(B, G).amin(1)
+    start = scores[top] if scorer is rc else _score(rc, hyp, cfg.score_chunk)  # the starts at full resolution
+    init_losses = start.view(B, k).amin(1)
     t1 = time.perf_counter()
     params = [hyp.azimuth, hyp.elevation, hyp.theta, hyp.distance]
     if not cfg.fix_shape:
@@ -290,7 +302,7 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         p.requires_grad_(True)
     history: list[float] = []
     # keep, per hypothesis, the best parameters seen: the result is never worse than its grid start
-    best_loss = scores[top].clone()
+    best_loss = start.clone()
     best = hyp.detached()
     if cfg.steps > 0:
         opt = torch.optim.Adam(params, lr=cfg.lr)
