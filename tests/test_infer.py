@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import trimesh
 
 from ntdm_cli.artifacts import read_artifact
+from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.infer.solver import InferConfig, RenderCompare, solve
 from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.io import load_model
@@ -254,6 +255,9 @@ def test_pooled_scorer_matches_a_coarser_backbone():
     rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (64.0, 64.0), 4)
     coarse = rc.pooled(2)
     assert coarse.f.shape == (1, 8, 16, 16) and coarse.stride == 8.0 and rc.pooled(1) is rc
+    assert rc.pooled(3).f.shape == (1, 8, 11, 11)  # the partial last cell is kept
+    with pytest.raises(NtdmUsageError, match="grid_pool=64 is larger than the 32×32 feature map"):
+        rc.pooled(64)
     assert torch.allclose(coarse.f.norm(dim=1), torch.ones(1, 16, 16), atol=1e-5)
     hyp = Hypotheses(torch.tensor([0.5]), torch.tensor([0.2]), torch.tensor([0.0]), torch.tensor([5.0]),
                      torch.full((1, 2), 0.5), torch.zeros(1, 3))

@@ -171,7 +171,9 @@ class RenderCompare:
         ``factor``× the stride: factor² fewer pixels per hypothesis (for scoring the initial grid)."""
         if factor <= 1:
             return self
-        features = F.normalize(F.avg_pool2d(self.f, factor), dim=1)
+        if factor > min(self.h, self.w):
+            raise NtdmUsageError(f"infer.grid_pool={factor} is larger than the {self.h}×{self.w} feature map")
+        features = F.normalize(F.avg_pool2d(self.f, factor, ceil_mode=True), dim=1)  # a partial last cell is kept
         return RenderCompare(features, *self._inputs, stride=self.stride * factor)
 
     def verts(self, hyp: Hypotheses) -> torch.Tensor:
