@@ -8,8 +8,9 @@
 #   demo  6 categories x 300 images, small backbone, 8 epochs, ~15 minutes  (make demo; far below the targets)
 #   cpu   6 categories x 1000 images, small backbone, 12 epochs, ~60 minutes (the larger run in README Results)
 #   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
-# BACKBONE=small-s4 trains the demo/cpu network at stride 4 (observed on a stride-2 grid): better on thin
-# objects, 1.8x the training time and about 6x the inference time (see README Results).
+# BACKBONE=small-s4 trains the demo/cpu network at stride 4 (observed on a stride-2 grid): 4x the cells on
+# an object (no pose gain measured at 10 epochs), 1.8x the training time; its grid is scored at stride 8 (infer.grid_pool=2), about 2x the
+# inference time (see README Results).
 # EPOCHS=N overrides the scale's epochs; an interrupted training resumes from $OUT/model.h5.ckpt.h5, and
 # with model.h5 present training is skipped (delete it, keep the checkpoint and raise EPOCHS to train on).
 # Outputs in $OUT (default runs/synthetic-$SCALE): data/ (the dataset), deformers/*.h5, model.h5,
@@ -21,12 +22,12 @@ OUT=${OUT:-runs/synthetic-$SCALE}
 # the CPU-sized network and inference settings shared by the demo and cpu scales
 BACKBONE=${BACKBONE:-small}
 case "$BACKBONE" in
-  small) OBSERVE=4 ;;
-  small-s4) OBSERVE=2 ;;
+  small) OBSERVE=4; POOL=1 ;;
+  small-s4) OBSERVE=2; POOL=2 ;;
   *) echo "BACKBONE must be small or small-s4 (got $BACKBONE)" >&2; exit 2 ;;
 esac
 SMALL_TRAIN=(--set train.backbone=$BACKBONE --set train.observe_upsample=$OBSERVE --set train.texture_size=64 --set train.feature_dim=64 --set train.batch_size=8 --set train.positives=400 --set train.negatives=800 --set train.bank_size=1024 --set train.workers=1 --set train.lr=1e-3 --set train.lr_decay=0.95)
-SMALL_INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8)
+SMALL_INFER=(--set infer.steps=60 --set infer.shortlist=2 --set infer.init_poses=8 --set infer.grid_pool=$POOL)
 case "$SCALE" in
   tiny)
     CATS=car,bus; PER=8; OODPER=1; SIZE=128; EPOCHS=${EPOCHS:-2}; EVAL_LIMIT=2
