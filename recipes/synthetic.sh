@@ -8,9 +8,9 @@
 #   demo  6 categories x 300 images, small backbone, 8 epochs, ~15 minutes  (make demo; far below the targets)
 #   cpu   6 categories x 1000 images, small backbone, 12 epochs, ~60 minutes (the larger run in README Results)
 #   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
-# BACKBONE=small-s4 trains the demo/cpu network at stride 4 (observed on a stride-2 grid): 4x the cells on
-# an object (no pose gain measured at 10 epochs), 1.8x the training time; its grid is scored at stride 8 (infer.grid_pool=2), about 2x the
-# inference time (see README Results).
+# BACKBONE=small-s4 trains the demo/cpu network at stride 4 (observed on a stride-2 grid): 4x the
+# cells on an object (no pose gain measured at 10 epochs), 1.8x the training time; its grid is
+# scored at stride 8 (infer.grid_pool=2), about 2x the inference time (see README Results).
 # EPOCHS=N overrides the scale's epochs; an interrupted training resumes from $OUT/model.h5.ckpt.h5, and
 # with model.h5 present training is skipped (delete it, keep the checkpoint and raise EPOCHS to train on).
 # Outputs in $OUT (default runs/synthetic-$SCALE): data/ (the dataset), deformers/*.h5, model.h5,
