@@ -8,6 +8,7 @@ feature; the loss is 1 − mean over pixels of (f·f′ on foreground, max_β f�
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -143,18 +144,15 @@ class RenderCompare:
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
                  bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE):
-        self.f = features
         self.stride = float(stride)
-        self._inputs = (deformer, texture, bank, cfg, bin_temperature, principal)
+        self.bank = bank
         self.deformer = deformer
         self.template = deformer.template
         self.theta = texture.theta if not cfg.single_bin else texture.theta.mean(0, keepdim=True)
         self.num_bins = self.theta.shape[0]
         self.cfg = cfg
         self.bin_temperature = bin_temperature
-        self.h, self.w = features.shape[-2:]
-        self.bg = (features.permute(0, 2, 3, 1) @ bank.T).amax(-1) if not cfg.no_background \
-            else torch.zeros(features.shape[0], self.h, self.w, device=features.device)  # (B, h, w)
+        self._set_features(features)
         self.px, self.py = principal
         # With linear latent conditioning Γ(z) = s ⊙ (v + Σ_k z_k D_k) exactly: precompute the basis D
         # once instead of running the MLP for every hypothesis at every step.
@@ -166,15 +164,25 @@ class RenderCompare:
                 self.base = deformer.template_verts  # (V, 3)
                 self.shape_scale = deformer.scale  # (3,)
 
+    def _set_features(self, features: torch.Tensor) -> None:
+        """The image features (B, d, h, w) and their background scores (B, h, w)."""
+        self.f = features
+        self.h, self.w = features.shape[-2:]
+        self.bg = (features.permute(0, 2, 3, 1) @ self.bank.T).amax(-1) if not self.cfg.no_background \
+            else torch.zeros(features.shape[0], self.h, self.w, device=features.device)
+
     def pooled(self, factor: int) -> "RenderCompare":
         """The same scorer on the features average-pooled ``factor``× and renormalised, rendered at
-        ``factor``× the stride: factor² fewer pixels per hypothesis (for scoring the initial grid)."""
+        ``factor``× the stride: factor² fewer pixels per hypothesis (for scoring the initial grid).
+        Shares the texture, the shape basis and the bank with ``self``."""
         if factor <= 1:
             return self
         if factor > min(self.h, self.w):
             raise NtdmUsageError(f"infer.grid_pool={factor} is larger than the {self.h}×{self.w} feature map")
-        features = F.normalize(F.avg_pool2d(self.f, factor, ceil_mode=True), dim=1)  # a partial last cell is kept
-        return RenderCompare(features, *self._inputs, stride=self.stride * factor)
+        coarse = copy.copy(self)
+        coarse.stride = self.stride * factor
+        coarse._set_features(F.normalize(F.avg_pool2d(self.f, factor, ceil_mode=True), dim=1))  # partial last cell kept
+        return coarse
 
     def verts(self, hyp: Hypotheses) -> torch.Tensor:
         """Vertices (N, V, 3) of the hypotheses: s′ ⊙ Γ(z)."""

@@ -5,7 +5,7 @@
   torchvision's layout with ``--pretrained PATH``.
 * ``small``: a CPU-friendly conv net with the same output contract (stride 8), for the demo and the tests.
 * ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
-  an object for thin parts (wings, chair legs) and finer pose steps, at about 2.5× the cost.
+  an object for thin parts (wings, chair legs) and finer pose steps, at 2.3× the backbone time.
 """
 
 from __future__ import annotations

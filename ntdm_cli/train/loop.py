@@ -352,9 +352,10 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                 prog.update(task, advance=1, info=f"ep {epoch + 1}/{cfg.epochs} loss {parts['loss']:.3f} "
                             f"(in {parts['inner']:.2f} cross {parts['cross']:.2f} ml {parts['ml']:.2f}) {rate:.1f} img/s")
             if nused == 0:
+                h, w = (x // feature_stride(backbone) for x in dataset.crop_hw)
                 raise NtdmError(f"{data_root}: no object texels were visible in any training image of epoch "
-                                f"{epoch + 1}; the crop {dataset.crop_hw} gives a {dataset.crop_hw[0] // feature_stride(backbone)}×"
-                                f"{dataset.crop_hw[1] // feature_stride(backbone)} feature map, too coarse for the texture (use larger images)")
+                                f"{epoch + 1}; the crop {dataset.crop_hw} gives a {h}×{w} feature map, too coarse "
+                                "for the texture (use larger images)")
             for k in sums:
                 curves[k].append(sums[k] / max(nb, 1))
             curves["lr"].append(optimizer.param_groups[0]["lr"])
