@@ -19,12 +19,17 @@ EPOCHS=${EPOCHS:-800}
 OCC=${OCC:-$P3D/OccludedPASCAL3D}
 OOD=${OOD:-$P3D/OOD_CV}
 FIT_ARGS=(${FIT_ARGS:-}); TRAIN_ARGS=(${TRAIN_ARGS:-}); INFER_ARGS=(${INFER_ARGS:-})
+INFER_SETS=()  # the --set pairs of INFER_ARGS: the class calibration after the last epoch solves with them
+for ((i = 0; i + 1 < ${#INFER_ARGS[@]}; i++)); do
+  if [ "${INFER_ARGS[i]}" = --set ]; then INFER_SETS+=(--set "${INFER_ARGS[i + 1]}"); fi
+done
 mkdir -p "$OUT/deformers"
 for c in ${CATS//,/ }; do
   [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$P3D/CAD/$c" --category "$c" -o "$OUT/deformers/$c.h5" \
     "${FIT_ARGS[@]}"
 done
-TRAIN=(train-textures --data "$P3D" --deformers "$OUT/deformers" --categories "$CATS" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN_ARGS[@]}")
+TRAIN=(train-textures --data "$P3D" --deformers "$OUT/deformers" --categories "$CATS" -o "$OUT/model.h5" --epochs "$EPOCHS" "${TRAIN_ARGS[@]}"
+  "${INFER_SETS[@]}")
 [ -n "${PRETRAINED:-}" ] && TRAIN+=(--pretrained "$PRETRAINED")
 RESUME=()
 [ -f "$OUT/model.h5.ckpt.h5" ] && RESUME=(--resume "$OUT/model.h5.ckpt.h5")

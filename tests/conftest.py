@@ -17,7 +17,10 @@ TINY_FIT = ["--set", "deformer.subdivisions=2", "--set", "deformer.steps=40", "-
 TINY_TRAIN = ["--set", "train.backbone=small", "--set", "train.texture_size=32", "--set", "train.feature_dim=16",
               "--set", "train.batch_size=4", "--set", "train.positives=64", "--set", "train.negatives=128",
               "--set", "train.bank_size=64", "--set", "train.workers=0", "--set", "train.lr=2e-3",
-              "--set", "train.calib_every=1"]
+              "--set", "train.calib_every=1",
+              # the class calibration after the last epoch solves with these (fast) infer settings
+              "--set", "infer.steps=8", "--set", "infer.azimuths=6", "--set", "infer.elevations=2",
+              "--set", "infer.thetas=1"]
 
 
 @dataclass

@@ -61,6 +61,13 @@ def test_synthetic_ablations_and_pascal3d_recipes_tiny(tmp_path):
                                        "--set train.workers=0",
                          "INFER_ARGS": TINY_INFER + " --limit 1"})
     assert (p3d / "report" / "report.md").exists()
+    # the class calibration after training solved with INFER_ARGS' --set pairs (not the default 300 steps)
+    from ntdm_cli.artifacts import read_artifact
+
+    for model in (out / "model.h5", p3d / "model.h5"):
+        art = read_artifact(model, "model")
+        assert "loss_offsets" in art["calibration"], model
+        assert art.config["infer"]["steps"] == (10 if model.parent == out else 5), model
 
 
 @pytest.mark.parametrize("var,value", [("SCALE", "huge"), ("BACKBONE", "resnet18")])

@@ -52,6 +52,9 @@ def train_textures_cmd(
     if backbone is not None:
         cfg.backbone = backbone
     cfg.validate()
+    from ntdm_cli.infer.solver import InferConfig  # noqa: F401  (registers the infer section)
+
+    infer_cfg = st.config.get("infer")  # the settings the class calibration solves with (--set infer.*)
     if not data.is_dir():
         raise NtdmUsageError(f"--data {data}: no such folder")
     output_folder_ok(output, "--output")
@@ -59,12 +62,16 @@ def train_textures_cmd(
         raise NtdmUsageError(f"--resume {resume}: no such file")
     cats = [c for c in categories.split(",") if c] if categories else None
     summary = train_textures(data, _expand(deformers), output, cfg, st.torch_device(), st.config.to_yaml(),
-                             resume=resume, pretrained=pretrained, categories=cats)
+                             resume=resume, pretrained=pretrained, categories=cats, infer_cfg=infer_cfg)
     if summary["rank"] == 0:
         out.print(f"wrote {output}: {len(summary['categories'])} categories, {summary['images']} training images, "
                   f"{summary['epochs']} epochs, final loss {summary['final_loss']:.3f}")
         out.print(f"fast classifier on the calibration split ({summary['calibration_images']} images): "
                   f"{100 * summary['calib_accuracy']:.1f}% (chance {100 * summary['chance']:.1f}%)")
+        if summary["class_calib_images"]:
+            out.print(f"render-and-compare classes on {summary['class_calib_images']} calibration images: "
+                      f"{100 * summary['loss_accuracy_raw']:.1f}% by lowest loss, "
+                      f"{100 * summary['loss_accuracy']:.1f}% with per-category loss offsets (fitted on them)")
 
 
 def register(app: typer.Typer) -> None:

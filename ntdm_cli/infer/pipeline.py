@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.infer.classify import classify
 from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, bank_centres, solve_batch
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
@@ -100,18 +101,24 @@ def inputs_from_dataset(root: Path, split: str, categories: list[str], crop_hw, 
     """Dataset samples preprocessed as in training (NeMo protocol: annotated distance and principal
     point set the crop). Yields lazily so large splits need little memory."""
     from ntdm_cli.data.pascal3d import Pascal3DDataset
-    from ntdm_cli.data.preprocess import preprocess
 
     ds = Pascal3DDataset(root, categories, split=split, occlusion=occlusion, nuisance=nuisance, limit=limit)
 
     def gen():
         for s in ds:
-            crop, t = preprocess(s, crop_hw, ds.target_distance)
-            yield InferInput(image_id=s.image_id, crop=crop.image, transform=t, original_size=s.image.shape[:2],
-                             category=s.category if known_category else None, occlusion_level=s.occlusion_level,
-                             nuisance=s.nuisance, image_path=s.image_path)
+            yield input_from_sample(s, crop_hw, ds.target_distance, known_category)
 
     return ds, gen()
+
+
+def input_from_sample(sample, crop_hw, target_distance: float, known_category: bool = False) -> InferInput:
+    """One dataset sample (data.pascal3d.Sample) preprocessed as in training (NeMo protocol)."""
+    from ntdm_cli.data.preprocess import preprocess
+
+    crop, t = preprocess(sample, crop_hw, target_distance)
+    return InferInput(image_id=sample.image_id, crop=crop.image, transform=t, original_size=sample.image.shape[:2],
+                      category=sample.category if known_category else None, occlusion_level=sample.occlusion_level,
+                      nuisance=sample.nuisance, image_path=sample.image_path)
 
 
 @dataclass
@@ -120,6 +127,7 @@ class Prediction:
     category: str
     categories_tried: list[str]
     category_losses: dict[str, float]
+    category_probs: dict[str, float]  # over the tried categories (calibrated when the model is)
     result: SolveResult
     viewpoint: dict  # original image frame
     amodal: np.ndarray
@@ -200,7 +208,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
         losses = {c: solved[(i, c)][0].loss for c in tried[i]}
-        cat = min(losses, key=losses.get)
+        cat, probs = classify(losses, model.categories, model.calibration if cfg.calibrated else None)
         res, rc = solved[(i, cat)]
         amodal, visible = final_masks(rc, res.best, (h, w))
         hyp = res.best
@@ -212,7 +220,8 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         timing[i]["masks"] = time.perf_counter() - t1
         timing[i]["total"] = sum(timing[i].values())
         preds.append(Prediction(
-            image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses, result=res,
+            image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses,
+            category_probs=probs, result=res,
             viewpoint=unpreprocess_viewpoint(vp_crop, inp.transform),
             amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
             crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
@@ -232,9 +241,12 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
             for k in ("azimuth", "elevation", "theta", "distance", "px", "py")}
     rot = pose_rotation(torch.tensor(rows["azimuth"]), torch.tensor(rows["elevation"]), torch.tensor(rows["theta"]))
     closs = np.full((n, len(categories)), np.nan)
+    cprob = np.zeros((n, len(categories)))
     for i, p in enumerate(preds):
         for c, l in p.category_losses.items():
             closs[i, categories.index(c)] = l
+        for c, q in p.category_probs.items():
+            cprob[i, categories.index(c)] = q
     kmax = max(len(p.result.topk) for p in preds) if preds else 0
     topk = np.full((n, kmax, 5), np.nan)
     for i, p in enumerate(preds):
@@ -252,6 +264,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
         "category": [p.category for p in preds],
         "categories": list(categories),
         "category_losses": closs,
+        "category_probs": cprob,
         "loss": np.array([p.result.loss for p in preds]),
         "init_loss": np.array([p.result.init_loss for p in preds]),
         "rotation": rot.numpy(),

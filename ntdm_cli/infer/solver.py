@@ -38,6 +38,7 @@ class InferConfig:
     bank_clusters: int = 0  # 0: background score = max over the whole bank; K: over K spherical k-means centres
     init_poses: int = 0  # 0: score every pose × latent; N: poses with the mean shape, then the best N × latents
     shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
+    calibrated: bool = True  # class = argmin of loss − the model's per-category offset (when it has them)
     init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)
     fix_shape: bool = False
     no_background: bool = False

@@ -65,6 +65,7 @@ class TrainConfig:
     calib_every: int = 2
     calib_fraction: float = 0.1
     classifier_pool: int = 16
+    class_calib_images: int = 16  # per category, from the calibration split: solved by infer to calibrate class losses (0: off)
     limit_per_category: int = 0  # 0 = all images
     occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
     occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
@@ -79,6 +80,8 @@ class TrainConfig:
             raise NtdmUsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.calib_fraction < 1:
             raise NtdmUsageError(f"train.calib_fraction must be in [0, 1), got {self.calib_fraction}")
+        if self.class_calib_images < 0:
+            raise NtdmUsageError(f"train.class_calib_images must be ≥ 0, got {self.class_calib_images}")
         if not 0 <= self.occlude <= 1:
             raise NtdmUsageError(f"train.occlude must be in [0, 1], got {self.occlude}")
         if not 0 < self.occlude_max < 1:
@@ -177,6 +180,38 @@ def calibrate(backbone, textures, bank, dataset: TrainingSet, indices: list[int]
     return acc, confusion
 
 
+def calibrate_class_losses(backbone, cats: list[str], textures, bank, deformers: dict, omega, cfg: TrainConfig,
+                           dataset: TrainingSet, calib: list[int], infer_cfg, device) -> dict:
+    """Fit the classifier's per-category loss offsets (infer.classify) on the first
+    ``cfg.class_calib_images`` images per category of the calibration split (hash order), each solved
+    for every category by render-and-compare as ``ntdm infer`` would. Returns the calibration entries
+    (loss_offsets (C,), loss_temperature, loss_accuracy_raw, loss_accuracy, loss_images, loss_matrix,
+    loss_labels)."""
+    from ntdm_cli.infer.classify import solve_calibration
+    from ntdm_cli.infer.pipeline import input_from_sample
+    from ntdm_cli.infer.solver import InferConfig
+
+    infer_cfg = infer_cfg if infer_cfg is not None else InferConfig()
+    if infer_cfg.init_distance <= 0:  # as `ntdm infer`: start at the training distance
+        import dataclasses
+
+        infer_cfg = dataclasses.replace(infer_cfg, init_distance=float(dataset.dataset.target_distance))
+    chosen: list[int] = []
+    for c in range(len(cats)):
+        chosen += [i for i in calib if dataset.cat_index[i] == c][: cfg.class_calib_images]
+    was_training = backbone.training
+    backbone.eval()
+    for c in cats:
+        deformers[c].requires_grad_(False)  # fixed during training too (shapes precomputed)
+    model = NTDMModel(cfg.backbone, backbone, cats, dict(zip(cats, textures)), bank, {c: deformers[c] for c in cats},
+                      cfg.bin_temperature, omega)
+    inputs = [input_from_sample(dataset.dataset[i], dataset.crop_hw, dataset.dataset.target_distance) for i in chosen]
+    with torch.enable_grad():  # the pose solver differentiates the loss
+        fit = solve_calibration(model, inputs, [dataset.cat_index[i] for i in chosen], infer_cfg, device)
+    backbone.train(was_training)
+    return fit
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 
@@ -253,9 +288,14 @@ def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture
 
 def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: TrainConfig, device: torch.device,
                    config_yaml: str = "", resume: Path | None = None, pretrained: Path | None = None,
-                   categories: list[str] | None = None, checkpoint: Path | None = None) -> dict:
+                   categories: list[str] | None = None, checkpoint: Path | None = None, infer_cfg=None) -> dict:
     """Train backbone and textures; write the model artifact to ``out`` (checkpoints to ``checkpoint``,
-    default ``<out>.ckpt.h5``). Returns a summary (epochs, final losses, calibration accuracy)."""
+    default ``<out>.ckpt.h5``). Returns a summary (epochs, final losses, calibration accuracy).
+
+    After the last epoch, ``cfg.class_calib_images`` calibration images per category are solved for
+    every category with ``infer_cfg`` (InferConfig; default settings when None) and the per-category
+    loss offsets of the classifier are fitted on them (infer.classify). Resuming a checkpoint that is
+    already at ``cfg.epochs`` skips training and only redoes this calibration."""
     distributed = init_distributed(device)
     rank, world = _dist_info()
     if distributed and device.type == "cuda":
@@ -293,6 +333,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     curves: dict[str, list[float]] = {k: [] for k in ("loss", "inner", "cross", "ml", "calib_accuracy", "lr", "images_per_s")}
+    calibration: dict = {}
     start_epoch = 0
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt.h5")
     if resume is not None:
@@ -308,6 +349,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         _load_opt_state(optimizer, scheduler, state)
         start_epoch = int(state["epoch"])
         curves = {k: list(np.asarray(v).tolist()) for k, v in model.curves.items()}
+        calibration = {k: v for k, v in model.calibration.items() if not k.startswith("loss_")}
         for k in ("loss", "inner", "cross", "ml", "calib_accuracy", "lr", "images_per_s"):
             curves.setdefault(k, [])
         if rank == 0:
@@ -326,7 +368,6 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
             state = {"epoch": np.int64(epoch), **_opt_state(optimizer, scheduler)}
         save_model(path, model, config_yaml, train_state=state)
 
-    calibration: dict = {}
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, _gen(cfg.seed, 0))) / world)
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
@@ -374,12 +415,20 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                 snapshot(epoch + 1, checkpoint, with_state=True)
             if distributed:
                 dist.barrier()
+    class_cal: dict = {}
+    if rank == 0 and cfg.class_calib_images > 0 and split.calib:
+        class_cal = calibrate_class_losses(backbone, cats, textures, bank, deformers, omega, cfg, dataset,
+                                           split.calib, infer_cfg, device)
+        calibration.update(class_cal)
     if rank == 0:
         snapshot(cfg.epochs, out, with_state=False)
     summary = {"epochs": cfg.epochs, "images": len(split.train), "calibration_images": len(split.calib),
                "final_loss": curves["loss"][-1] if curves["loss"] else float("nan"),
                "calib_accuracy": float(calibration.get("accuracy", float("nan"))), "categories": cats,
-               "chance": 1.0 / len(cats), "rank": rank, "world": world}
+               "chance": 1.0 / len(cats), "rank": rank, "world": world,
+               "class_calib_images": int(class_cal.get("loss_images", 0)),
+               "loss_accuracy_raw": float(class_cal.get("loss_accuracy_raw", float("nan"))),
+               "loss_accuracy": float(class_cal.get("loss_accuracy", float("nan")))}
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
