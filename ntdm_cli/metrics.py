@@ -267,7 +267,8 @@ def aggregate(results: Sequence[ImageResult]) -> dict[str, Any]:
     ``category_mean`` (macro average: the unweighted mean of each metric over categories),
     ``by_occlusion`` (``"L0"``..``"L3"`` → summary over i.i.d. images, i.e. nuisance ``""``: table 1),
     ``by_nuisance`` (OOD nuisance → summary: table 2) and ``ood_mean`` (all OOD images together: the
-    "mean" column of table 2, which in the paper is image-weighted). Empty groups are omitted."""
+    "mean" column of table 2, which in the paper is image-weighted) and ``class_confusion``
+    (``iid`` and ``ood``: :func:`class_confusion` of those images). Empty groups are omitted."""
     out: dict[str, Any] = {"all": summarize(results)}
     cats = sorted({r.category for r in results})
     out["by_category"] = {c: summarize([r for r in results if r.category == c]) for c in cats}
@@ -280,7 +281,19 @@ def aggregate(results: Sequence[ImageResult]) -> dict[str, Any]:
     nuis = sorted({r.nuisance for r in ood})
     out["by_nuisance"] = {n: summarize([r for r in ood if r.nuisance == n]) for n in nuis}
     out["ood_mean"] = summarize(ood) if ood else None
+    out["class_confusion"] = {"iid": class_confusion(iid), "ood": class_confusion(ood)}
     return out
+
+
+def class_confusion(results: Sequence[ImageResult]) -> dict[str, Any]:
+    """Confusion of the predicted classes: ``categories`` (every annotated or predicted name, sorted)
+    and ``counts`` (K, K) int, rows = annotated category, columns = predicted category."""
+    names = sorted({r.category for r in results} | {r.pred_category for r in results})
+    pos = {c: i for i, c in enumerate(names)}
+    counts = np.zeros((len(names), len(names)), dtype=np.int64)
+    for r in results:
+        counts[pos[r.category], pos[r.pred_category]] += 1
+    return {"categories": names, "counts": counts.tolist()}
 
 
 def _macro(summaries: list[Mapping[str, Any]]) -> dict[str, float | int] | None:

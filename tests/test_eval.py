@@ -141,6 +141,9 @@ def test_report_values_and_files(setup):
     assert run["by_nuisance"] == {"weather": pytest.approx(run["ood_mean"])}
     assert run["ood_mean"]["acc_pi_6"] == 0.0 and run["ood_mean"]["median_error_deg"] == pytest.approx(40.0)
     assert run["by_category"]["bus"]["class_acc"] == pytest.approx(1 / 2)
+    # class confusion, rows annotated: the i.i.d. bus/c was called a car; the OOD bus/e is right
+    assert run["class_confusion"]["iid"] == {"categories": ["bus", "car"], "counts": [[0, 1], [0, 3]]}
+    assert run["class_confusion"]["ood"] == {"categories": ["bus"], "counts": [[1]]}
     assert run["category_mean"]["acc_pi_6"] == pytest.approx((0 / 2 + 3 / 3) / 2)
     assert run["rotation_check"]["disagreements"] == 0
     assert [w["image_id"] for w in run["worst"]] == ["bus/c", "bus/e", "car/b", "car/d"]
@@ -152,6 +155,8 @@ def test_report_values_and_files(setup):
     assert "| full | 5 | 60.0 | 40.0 | 20.0 | 86.7 | 86.7 | 80.0 | 1 | 1 |" in md  # summary row, in %
     assert "| full | 66.7 | 100.0 | 33.3 | 100.0 |" in md  # table 1 layout: π/6 L0 L1, π/18 L0 L1
     assert "| full | 0.0 | 0.0 |" in md  # table 2 layout: weather, mean
+    assert "Class confusion, i.i.d. images" in md and "| bus | 0 | 1 |\n| car | 0 | 3 |" in md
+    assert "Class confusion, OOD images" not in md  # one category: nothing to confuse
     assert "1 predicted, not annotated" in md and "`car/zzz`" in md and "1 annotated, not predicted" in md
     lines = files["csv"].read_text().splitlines()
     assert len(lines) == 6 and lines[0].startswith("run,image_id")

@@ -14,6 +14,7 @@ from ntdm_cli.metrics import (
     _pose_rotation,
     accuracy_at,
     aggregate,
+    class_confusion,
     classification_accuracy,
     mask_iou,
     median_error_deg,
@@ -202,7 +203,13 @@ def test_summarize_and_aggregate():
     assert s["amodal_iou"] == pytest.approx((0.9 + 0.5 + 0.7 + 0.1) / 4) and s["n_amodal"] == 4
     assert s["class_acc"] == pytest.approx(5 / 6)
     agg = aggregate(results)
-    assert set(agg) == {"all", "by_category", "category_mean", "by_occlusion", "by_nuisance", "ood_mean"}
+    assert set(agg) == {"all", "by_category", "category_mean", "by_occlusion", "by_nuisance", "ood_mean",
+                        "class_confusion"}
+    # i.i.d.: car → car, bus, car; bus → bus. OOD: bus → bus, car → car
+    assert agg["class_confusion"]["iid"] == {"categories": ["bus", "car"], "counts": [[1, 0], [1, 2]]}
+    assert agg["class_confusion"]["ood"] == {"categories": ["bus", "car"], "counts": [[1, 0], [0, 1]]}
+    assert class_confusion([_r(0, "car", "sofa", 0, "", 1)]) == {"categories": ["car", "sofa"],
+                                                                 "counts": [[0, 1], [0, 0]]}
     assert list(agg["by_category"]) == ["bus", "car"]
     assert agg["by_category"]["bus"]["acc_pi_6"] == pytest.approx(1 / 2)
     assert agg["by_category"]["car"]["acc_pi_6"] == pytest.approx(2 / 4)
@@ -221,6 +228,7 @@ def test_aggregate_empty():
     agg = aggregate([])
     assert agg["all"]["n"] == 0 and math.isnan(agg["all"]["acc_pi_6"])
     assert agg["by_category"] == {} and agg["category_mean"] is None and agg["ood_mean"] is None
+    assert agg["class_confusion"]["iid"] == {"categories": [], "counts": []}
 
 
 def test_symmetric_error_is_the_minimum_over_rotations_about_the_vertical_axis():

@@ -491,6 +491,17 @@ def category_table(run: RunResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def confusion_table(run: RunResult, which: str) -> tuple[list[str], list[list[str]]] | None:
+    """The class confusion of ``which`` (iid | ood) images as a table; None when fewer than two
+    categories are involved (nothing to confuse)."""
+    conf = run.summary.get("class_confusion", {}).get(which)
+    if not conf or len(conf["categories"]) < 2:
+        return None
+    names = conf["categories"]
+    rows = [[c] + [str(n) for n in row] for c, row in zip(names, conf["counts"])]
+    return ["annotated \\ predicted"] + names, rows
+
+
 def _md_table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
     """A Markdown table; the first ``text_columns`` columns left-aligned, the others right-aligned."""
     align = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
@@ -567,6 +578,11 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
     for r in runs:
         parts += [f"## By category: {r.label}", "", f"Predictions: `{r.predictions.path}`", "",
                   _md_table(*category_table(r)), ""]
+        for which, title in (("iid", "i.i.d. images"), ("ood", "OOD images")):
+            t = confusion_table(r, which)
+            if t is not None:
+                parts += [f"Class confusion, {title} (rows: annotated, columns: predicted):", "",
+                          _md_table(*t), ""]
     mism = [r for r in runs if r.predicted_not_annotated or r.annotated_not_predicted]
     parts += ["## Image sets", ""]
     if not mism:

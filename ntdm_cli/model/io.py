@@ -10,7 +10,12 @@ Layout::
     textures/<category>/counts           (b, q, q) float32 accumulated visibility
     bank/features (B, d), bank/ptr, bank/filled
     deformers/<category>/...             the category's deformer (geometry.deformer layout)
-    categories (C,) str, omega (C, C), curves/<name> (epochs,), calibration/{accuracy, confusion}
+    categories (C,) str, omega (C, C), curves/<name> (epochs,)
+    calibration/{accuracy, confusion (C, C), epoch}      the fast classifier on the calibration split
+    calibration/{loss_offsets (C,), loss_temperature,    the class calibration of render-and-compare
+                 loss_accuracy_raw, loss_accuracy,       losses (infer.classify), fitted after the
+                 loss_images, loss_matrix (N, C),        last epoch on N held-out training images
+                 loss_labels (N,)}
     train_state/...                      checkpoints only: epoch, optimizer, scheduler
 """
 
