@@ -63,13 +63,23 @@ def test_torchrun_two_processes(tiny_pipeline, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NTDM_NO_PROGRESS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            "-m", "ntdm_cli", "--device", "cpu", "train-textures", "--data", str(tiny_pipeline.data),
-           "--deformers", str(tiny_pipeline.deformers), "-o", str(out), "--epochs", "1", *TINY_TRAIN]
+           "--deformers", str(tiny_pipeline.deformers), "-o", str(out), "--epochs", "1", *TINY_TRAIN,
+           "--set", "infer.batch_images=1"]  # images solved one by one, as in the single-process check below
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert out.exists() and not (tmp_path / "ddp.h5.tmp").exists()
     assert r.stdout.count("wrote") == 1  # only rank 0 reports and writes
     model = load_model(out)
     assert model.categories == ["bus", "car"]
+    # the class calibration: each process solved one of the two calibration images, gathered in order
+    cal = model.calibration
+    assert cal["loss_matrix"].shape == (2, 2) and np.isfinite(cal["loss_matrix"]).all()
+    assert cal["loss_labels"].tolist() == [0, 1]
+    single = tmp_path / "single.h5"  # the same checkpoint calibrated by one process: the same rows
+    run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
+            "-o", str(single), "--epochs", "1", "--resume", str(out) + ".ckpt.h5", *TINY_TRAIN,
+            "--set", "infer.batch_images=1")
+    np.testing.assert_allclose(load_model(single).calibration["loss_matrix"], cal["loss_matrix"], rtol=1e-5)
 
 
 def test_bad_inputs(tiny_pipeline, tmp_path):

@@ -101,18 +101,14 @@ def classify(losses: dict[str, float], categories: list[str], calibration: dict 
     return names[best], dict(zip(names, p.tolist()))
 
 
-def solve_calibration(model, inputs: list, labels: list[int], cfg, device) -> dict:
-    """Solve every category on each calibration input and fit the loss calibration.
+def solve_category_losses(model, inputs: list, cfg, device, label: str = "calibrate classes") -> np.ndarray:
+    """The optimised loss of every category on each input: (N, C) float64, C = model.categories.
 
     Args:
         model: NTDMModel (backbone in eval mode).
         inputs: InferInput list, preprocessed like inference inputs (the model's union crop).
-        labels: (N,) index of each input's true category in ``model.categories``.
-        cfg: InferConfig of the inference the calibration is for (its shortlist is ignored: every
-            category is solved).
-    Returns:
-        :func:`fit_loss_calibration`'s dict plus loss_matrix (N, C) and loss_labels (N,), so the
-        fit can be inspected or redone."""
+        cfg: InferConfig of the inference the losses are for (its shortlist is ignored: every
+            category is solved)."""
     import dataclasses
 
     from ntdm_cli.console import progress
@@ -120,15 +116,20 @@ def solve_calibration(model, inputs: list, labels: list[int], cfg, device) -> di
 
     cfg = dataclasses.replace(cfg, shortlist=0, calibrated=False)
     generator = torch.Generator().manual_seed(0)
-    C = len(model.categories)
-    matrix = np.full((len(inputs), C), np.nan)
+    matrix = np.full((len(inputs), len(model.categories)), np.nan)
     with progress() as prog:
-        task = prog.add_task("calibrate classes", total=len(inputs), info="")
+        task = prog.add_task(label, total=len(inputs), info="")
         for s in range(0, len(inputs), cfg.batch_images):
             chunk = inputs[s:s + cfg.batch_images]
             for j, p in enumerate(infer_batch(chunk, model, cfg, device, generator)):
                 matrix[s + j] = [p.category_losses[c] for c in model.categories]
             prog.update(task, advance=len(chunk))
-    fit = fit_loss_calibration(matrix, np.asarray(labels, dtype=np.int64))
-    fit.update(loss_matrix=matrix, loss_labels=np.asarray(labels, dtype=np.int64))
+    return matrix
+
+
+def fit_with_matrix(matrix: np.ndarray, labels) -> dict:
+    """:func:`fit_loss_calibration` plus the data it was fitted on (loss_matrix, loss_labels)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    fit = fit_loss_calibration(matrix, labels)
+    fit.update(loss_matrix=np.asarray(matrix, dtype=np.float64), loss_labels=labels)
     return fit

@@ -184,10 +184,11 @@ def calibrate_class_losses(backbone, cats: list[str], textures, bank, deformers:
                            dataset: TrainingSet, calib: list[int], infer_cfg, device) -> dict:
     """Fit the classifier's per-category loss offsets (infer.classify) on the first
     ``cfg.class_calib_images`` images per category of the calibration split (hash order), each solved
-    for every category by render-and-compare as ``ntdm infer`` would. Returns the calibration entries
-    (loss_offsets (C,), loss_temperature, loss_accuracy_raw, loss_accuracy, loss_images, loss_matrix,
-    loss_labels)."""
-    from ntdm_cli.infer.classify import solve_calibration
+    for every category by render-and-compare as ``ntdm infer`` would. Under torchrun every process
+    solves its share of the images and the loss matrices are gathered, so each process fits the same
+    offsets. Returns the calibration entries (loss_offsets (C,), loss_temperature, loss_accuracy_raw,
+    loss_accuracy, loss_images, loss_matrix (N, C), loss_labels (N,))."""
+    from ntdm_cli.infer.classify import fit_with_matrix, solve_category_losses
     from ntdm_cli.infer.pipeline import input_from_sample
     from ntdm_cli.infer.solver import InferConfig
 
@@ -199,17 +200,34 @@ def calibrate_class_losses(backbone, cats: list[str], textures, bank, deformers:
     chosen: list[int] = []
     for c in range(len(cats)):
         chosen += [i for i in calib if dataset.cat_index[i] == c][: cfg.class_calib_images]
+    rank, world = _dist_info()
+    mine = chosen[rank::world]
+    if world > 1:  # DDP syncs BatchNorm statistics at the start of a forward: the last step left each
+        for buf in backbone.buffers():  # process its own, and the model written is rank 0's
+            dist.broadcast(buf, 0)
     was_training = backbone.training
     backbone.eval()
     for c in cats:
         deformers[c].requires_grad_(False)  # fixed during training too (shapes precomputed)
     model = NTDMModel(cfg.backbone, backbone, cats, dict(zip(cats, textures)), bank, {c: deformers[c] for c in cats},
                       cfg.bin_temperature, omega)
-    inputs = [input_from_sample(dataset.dataset[i], dataset.crop_hw, dataset.dataset.target_distance) for i in chosen]
+    inputs = [input_from_sample(dataset.dataset[i], dataset.crop_hw, dataset.dataset.target_distance) for i in mine]
     with torch.enable_grad():  # the pose solver differentiates the loss
-        fit = solve_calibration(model, inputs, [dataset.cat_index[i] for i in chosen], infer_cfg, device)
+        local = solve_category_losses(model, inputs, infer_cfg, device)
     backbone.train(was_training)
-    return fit
+    if world > 1:  # rank r solved chosen[r::world]: gather the shares back into chosen's order
+        share = -(-len(chosen) // world)
+        padded = torch.full((share, len(cats)), float("nan"), dtype=torch.float64, device=device)
+        padded[: len(mine)] = torch.from_numpy(local).to(device)
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        matrix = np.empty((len(chosen), len(cats)))
+        for r, part in enumerate(parts):
+            n = len(chosen[r::world])
+            matrix[r::world] = part[:n].cpu().numpy()
+    else:
+        matrix = local
+    return fit_with_matrix(matrix, [dataset.cat_index[i] for i in chosen])
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -416,7 +434,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
             if distributed:
                 dist.barrier()
     class_cal: dict = {}
-    if rank == 0 and cfg.class_calib_images > 0 and split.calib:
+    if cfg.class_calib_images > 0 and split.calib:  # every process solves its share
         class_cal = calibrate_class_losses(backbone, cats, textures, bank, deformers, omega, cfg, dataset,
                                            split.calib, infer_cfg, device)
         calibration.update(class_cal)
