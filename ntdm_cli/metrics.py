@@ -201,6 +201,7 @@ class ImageResult:
     amodal_iou: float  # NaN when a mask is missing
     visible_iou: float  # NaN when a mask is missing
     pose_error_sym: float | None = None  # radians, symmetry-aware error; None: the CAD is not symmetric
+    pose_error_true_class: float = float("nan")  # radians, pose solved for the annotated class; NaN: not solved
 
     @property
     def correct_class(self) -> bool:
@@ -220,7 +221,8 @@ class ImageResult:
 #: Keys of one metrics summary (``summarize``), in display order.
 METRIC_KEYS = ("n", "acc_pi_6", "acc_pi_18", "median_error_deg", "mean_error_deg", "n_non_finite",
                "amodal_iou", "n_amodal", "visible_iou", "n_visible", "class_acc", "n_symmetric", "acc_pi_6_sym",
-               "acc_pi_18_sym", "median_error_sym_deg")
+               "acc_pi_18_sym", "median_error_sym_deg", "n_true_class", "acc_pi_6_true_class",
+               "acc_pi_18_true_class")
 
 
 def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
@@ -231,11 +233,16 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
     ``amodal_iou``/``visible_iou`` (means over images with both masks; NaN if none) with their counts
     ``n_amodal``/``n_visible``, ``class_acc`` (fraction), and ``n_symmetric`` (images of rotationally
     symmetric CADs) with ``acc_pi_6_sym``, ``acc_pi_18_sym``, ``median_error_sym_deg``: the same pose
-    metrics with the symmetry-aware error for those images. Fractions are NaN for an empty group."""
+    metrics with the symmetry-aware error for those images, and ``n_true_class`` (images whose
+    annotated class was solved) with ``acc_pi_6_true_class``, ``acc_pi_18_true_class``: the accuracy
+    of the pose solved for the annotated class (pose given the class, NeMo's protocol; the plain
+    columns score the predicted class's pose). Fractions are NaN for an empty group."""
     err = np.array([r.pose_error for r in results], dtype=np.float64)
     sym = np.array([r.sym_error for r in results], dtype=np.float64)
     amodal, n_amodal = _nanmean(np.array([r.amodal_iou for r in results], dtype=np.float64))
     visible, n_visible = _nanmean(np.array([r.visible_iou for r in results], dtype=np.float64))
+    given = np.array([r.pose_error_true_class for r in results], dtype=np.float64)
+    given = given[~np.isnan(given)]
     return {
         "n": len(results),
         "acc_pi_6": accuracy_at(err, PI_6),
@@ -252,6 +259,9 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
         "acc_pi_6_sym": accuracy_at(sym, PI_6),
         "acc_pi_18_sym": accuracy_at(sym, PI_18),
         "median_error_sym_deg": median_error_deg(sym),
+        "n_true_class": int(given.size),
+        "acc_pi_6_true_class": accuracy_at(given, PI_6),
+        "acc_pi_18_true_class": accuracy_at(given, PI_18),
     }
 
 
@@ -301,8 +311,10 @@ def _macro(summaries: list[Mapping[str, Any]]) -> dict[str, float | int] | None:
         return None
     out: dict[str, float | int] = {"n": int(sum(s["n"] for s in summaries)), "n_groups": len(summaries)}
     out["n_symmetric"] = int(sum(s.get("n_symmetric", 0) for s in summaries))
+    out["n_true_class"] = int(sum(s.get("n_true_class", 0) for s in summaries))
     for key in ("acc_pi_6", "acc_pi_18", "median_error_deg", "mean_error_deg", "amodal_iou", "visible_iou",
-                "class_acc", "acc_pi_6_sym", "acc_pi_18_sym", "median_error_sym_deg"):
+                "class_acc", "acc_pi_6_sym", "acc_pi_18_sym", "median_error_sym_deg", "acc_pi_6_true_class",
+                "acc_pi_18_true_class"):
         vals = np.array([s[key] for s in summaries], dtype=np.float64)
         out[key] = _nanmean(vals)[0]
     return out

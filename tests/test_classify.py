@@ -111,5 +111,11 @@ def test_infer_classifies_with_the_calibration(tiny_pipeline, tmp_path):
         assert probs.shape == L.shape
         np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-9)
         assert [art["categories"][j] for j in probs.argmax(1)] == list(art["category"])
+        # the pose solved for every category; the predicted category's is the prediction's pose
+        views = art["category_viewpoints"]
+        assert views.shape == (len(L), 2, 4) and np.isfinite(views).all()
+        pick = [art["categories"].index(c) for c in art["category"]]
+        np.testing.assert_allclose(views[np.arange(len(L)), pick, 0], art["azimuth"])
+        np.testing.assert_allclose(views[np.arange(len(L)), pick, 3], art["distance"])
     np.testing.assert_array_equal(read_artifact(tmp_path / "cal.h5", "predictions")["category_losses"],
                                   read_artifact(tmp_path / "raw.h5", "predictions")["category_losses"])

@@ -61,7 +61,7 @@ class FakeGroundTruth:
 
 
 def write_predictions(path, gt, *, offsets=None, nan_ids=(), wrong_class=None, extra_ids=(), drop_ids=("car/f",),
-                      mask_shift=None, rotation_override=None, split="val", categories=("bus", "car")):
+                      mask_shift=None, rotation_override=None, split="val", categories=("bus", "car"), extra=None):
     """A predictions artifact for the records in ``gt`` (minus ``drop_ids``, plus ``extra_ids``):
     ground-truth angles + ``offsets[id]`` (degrees), NaN angles for ``nan_ids``, masks copied from the
     ground truth (shifted right by ``mask_shift[id]`` pixels)."""
@@ -93,6 +93,7 @@ def write_predictions(path, gt, *, offsets=None, nan_ids=(), wrong_class=None, e
         "categories": list(categories), "category_losses": np.zeros((n, len(categories))),
         "occlusion_level": np.array(occ), "nuisance": nui, "masks": masks,
     }
+    data.update(extra(ids, ang) if extra else {})
     return write_artifact(path, "predictions", data, attrs={"data_root": "unused", "split": split})
 
 
@@ -422,3 +423,35 @@ def test_symmetric_cads_get_the_symmetry_aware_error_too(tmp_path):
     rows = files["csv"].read_text().splitlines()
     assert rows[0].endswith("symmetric_cad,pose_error_sym_deg")
     assert any(r.startswith("p,bottle/a,") and r.endswith(",1,0.0000") for r in rows)
+
+
+def test_pose_given_the_true_class(tmp_path):
+    """With the pose of every solved class stored, eval also scores the annotated class's pose: bus/c
+    was called a car with a NaN pose, but its bus solution is right; car/b's car solution is 20° off."""
+    gt = make_ground_truth()
+
+    def per_class(ids, ang):
+        views = np.full((len(ids), 2, 4), np.nan)
+        for i, image_id in enumerate(ids):
+            truth = next(r for r in gt if r.image_id == image_id)
+            k = ["bus", "car"].index(truth.category)
+            views[i, k, :3] = [truth.azimuth, truth.elevation, truth.theta]
+            views[i, k, 3] = 5.0
+            if image_id == "car/b":
+                views[i, k, :3] = ang[i]  # the (20° off) prediction itself
+        return {"category_viewpoints": views}
+
+    pred = write_predictions(tmp_path / "p.h5", gt, offsets={"car/b": (20, 0, 0)}, nan_ids=("bus/c",),
+                             wrong_class={"bus/c": "car"}, extra=per_class)
+    runs, files = run_eval([pred], tmp_path, tmp_path / "report", ground_truth=FakeGroundTruth(gt))
+    s = runs[0].summary["all"]
+    assert s["n"] == 5 and s["n_true_class"] == 5
+    assert s["acc_pi_6"] == pytest.approx(4 / 5)  # bus/c's NaN pose (the car's) scores π
+    assert s["acc_pi_6_true_class"] == pytest.approx(5 / 5) and s["acc_pi_18_true_class"] == pytest.approx(4 / 5)
+    md = files["markdown"].read_text()
+    assert "π/6 acc, true class (%)" in md and "π/6 true class L0" in md and "*true class*" in md
+
+    bad = write_predictions(tmp_path / "bad.h5", gt,
+                            extra=lambda ids, ang: {"category_viewpoints": np.zeros((len(ids), 3, 4))})
+    with pytest.raises(NtdmError, match="category_viewpoints"):
+        run_eval([bad], tmp_path, tmp_path / "r2", ground_truth=FakeGroundTruth(gt))

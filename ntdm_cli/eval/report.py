@@ -97,6 +97,7 @@ class Predictions:
     occlusion_level: np.ndarray  # (N,) int
     nuisance: list[str]
     categories: list[str]  # candidate classes of the model ((C,), may be empty)
+    category_angles: np.ndarray | None = None  # (N, C, 3) pose solved for each class (NaN: not solved), or None
     artifact: LazyArtifact | None = None
     index: dict[str, int] = field(default_factory=dict)
 
@@ -157,11 +158,17 @@ def load_predictions(path: str | os.PathLike, label: str) -> Predictions:
         occ = arr("occlusion_level", required=False, dtype=np.int64)
         cats = art.read("categories")
         cats = [] if cats is None else ([cats] if isinstance(cats, str) else [str(c) for c in cats])
+        per_class = arr("category_viewpoints", required=False)
+        if per_class is not None:
+            if per_class.shape != (n, len(cats), 4):
+                raise NtdmError(f"{art.path}: 'category_viewpoints' has shape {per_class.shape}, "
+                                f"expected ({n}, {len(cats)}, 4) (images, categories, azimuth/elevation/theta/distance)")
+            per_class = per_class[..., :3]
         preds = Predictions(
             label=label, path=art.path, attrs=dict(art.attrs), image_ids=[str(i) for i in ids],
             category=strings("category", None), angles=angles, rotation=rotation,
             occlusion_level=np.zeros(n, np.int64) if occ is None else occ,
-            nuisance=strings("nuisance", ""), categories=cats, artifact=art,
+            nuisance=strings("nuisance", ""), categories=cats, category_angles=per_class, artifact=art,
         )
         preds.index = {image_id: i for i, image_id in enumerate(preds.image_ids)}
         if len(preds.index) != n:
@@ -245,6 +252,11 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
     err = float(viewpoint_error(preds.angles[i], gt_angles)[0])
     err_sym = float(viewpoint_error(preds.angles[i], gt_angles, symmetric=True)[0]) \
         if _symmetric_cad(data_root, gt) else None
+    err_true = float("nan")  # the pose solved for the annotated class, when it was solved
+    if preds.category_angles is not None and gt.category in preds.categories:
+        a = preds.category_angles[i, preds.categories.index(gt.category)]
+        if not np.isnan(a).all():
+            err_true = float(viewpoint_error(a, gt_angles)[0])
     if preds.rotation is not None and np.isfinite(preds.angles[i]).all() and np.isfinite(preds.rotation[i]).all():
         d = float(rotation_error(preds.rotation[i], _pose_rotation(*preds.angles[i]))[0])
         if d > ROTATION_TOLERANCE:
@@ -268,6 +280,7 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
         image_id=gt.image_id, category=gt.category, pred_category=preds.category[i],
         occlusion_level=int(gt.occlusion_level), nuisance=gt.nuisance, pose_error=err,
         amodal_iou=ious["amodal"], visible_iou=ious["visible"], pose_error_sym=err_sym,
+        pose_error_true_class=err_true,
     )
     run.results.append(result)
     if k_worst > 0:
@@ -425,6 +438,8 @@ def table1(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
     header = ["run"]
     metrics = [("acc_pi_6", "π/6"), ("acc_pi_18", "π/18"), ("amodal_iou", "amodal IoU"),
                ("visible_iou", "visible IoU"), ("class_acc", "class")]
+    if _has_true_class(runs):
+        metrics += [("acc_pi_6_true_class", "π/6 true class")]
     if _has_symmetric(runs):
         metrics += [("acc_pi_6_sym", "π/6 sym.-aware"), ("acc_pi_18_sym", "π/18 sym.-aware")]
     for _, name in metrics:
@@ -461,10 +476,25 @@ _SYM_COLUMNS = [
 ]
 
 
+#: Extra columns when the predictions carry the pose solved for every class (pose given the class).
+_TRUE_CLASS_COLUMNS = [
+    ("acc_pi_6_true_class", "π/6 acc, true class (%)", _pct),
+    ("acc_pi_18_true_class", "π/18 acc, true class (%)", _pct),
+]
+
+
+def _has_true_class(runs: Sequence[RunResult]) -> bool:
+    """Whether some run scored the pose solved for the annotated class."""
+    return any(r.summary["all"].get("n_true_class", 0) for r in runs)
+
+
 def _columns(runs: Sequence[RunResult]) -> list:
+    cols = list(_COLUMNS)
+    if _has_true_class(runs):
+        cols += _TRUE_CLASS_COLUMNS
     if _has_symmetric(runs):
-        return _COLUMNS + _SYM_COLUMNS
-    return _COLUMNS
+        cols += _SYM_COLUMNS
+    return cols
 
 
 def summary_table(runs: Sequence[RunResult]) -> tuple[list[str], list[list[str]]]:
@@ -564,6 +594,10 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
         parts += ["*sym.-aware*: images whose CAD is rotationally symmetric about its vertical axis (n sym. CAD; "
                   "their azimuth cannot be seen) are scored with min over φ of the error of R_pred·Rz(φ); "
                   "other images as above. The paper's metric is the plain one.", ""]
+    if _has_true_class(runs):
+        parts += ["*true class*: the pose solved for the annotated class (pose given the class, as NeMo "
+                  "evaluates), over the images where that class was solved; the plain columns score the pose "
+                  "of the predicted class.", ""]
     parts += ["## Summary (all scored images)", "", _md_table(*summary_table(runs)), ""]
     if not same_image_sets(runs):
         parts += ["**Note:** the runs were scored on different image sets (column n); compare with care.", ""]

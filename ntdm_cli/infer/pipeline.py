@@ -128,6 +128,7 @@ class Prediction:
     categories_tried: list[str]
     category_losses: dict[str, float]
     category_probs: dict[str, float]  # over the tried categories (calibrated when the model is)
+    category_viewpoints: dict[str, dict]  # the pose solved for each tried category, original image frame
     result: SolveResult
     viewpoint: dict  # original image frame
     amodal: np.ndarray
@@ -164,6 +165,13 @@ def final_masks(rc: RenderCompare, hyp, crop_hw) -> tuple[torch.Tensor, torch.Te
     amodal = frags.pix_to_face[0, ..., 0] >= 0
     up = F.interpolate(fg.float().unsqueeze(1), size=crop_hw, mode="bilinear", align_corners=False)[0, 0] > 0.5
     return amodal, up & amodal
+
+
+def _crop_viewpoint(hyp, crop_hw) -> dict:
+    """The viewpoint dict of a (1,) hypothesis in the crop frame (principal point at its centre)."""
+    h, w = crop_hw
+    return {"azimuth": float(hyp.azimuth), "elevation": float(hyp.elevation), "theta": float(hyp.theta),
+            "distance": float(hyp.distance), "focal": 1.0, "px": w / 2.0, "py": h / 2.0, "viewport": 3000.0}
 
 
 def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, device, generator: torch.Generator,
@@ -212,8 +220,9 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         res, rc = solved[(i, cat)]
         amodal, visible = final_masks(rc, res.best, (h, w))
         hyp = res.best
-        vp_crop = {"azimuth": float(hyp.azimuth), "elevation": float(hyp.elevation), "theta": float(hyp.theta),
-                   "distance": float(hyp.distance), "focal": 1.0, "px": w / 2.0, "py": h / 2.0, "viewport": 3000.0}
+        vp_crop = _crop_viewpoint(hyp, (h, w))
+        per_class = {c: unpreprocess_viewpoint(_crop_viewpoint(solved[(i, c)][0].best, (h, w)), inp.transform)
+                     for c in tried[i]}
         crop_amodal, crop_visible = amodal.cpu().numpy(), visible.cpu().numpy()
         with torch.no_grad():
             verts = rc.verts(hyp)[0].cpu().numpy()
@@ -221,7 +230,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         timing[i]["total"] = sum(timing[i].values())
         preds.append(Prediction(
             image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses,
-            category_probs=probs, result=res,
+            category_probs=probs, category_viewpoints=per_class, result=res,
             viewpoint=unpreprocess_viewpoint(vp_crop, inp.transform),
             amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
             crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
@@ -242,11 +251,14 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
     rot = pose_rotation(torch.tensor(rows["azimuth"]), torch.tensor(rows["elevation"]), torch.tensor(rows["theta"]))
     closs = np.full((n, len(categories)), np.nan)
     cprob = np.zeros((n, len(categories)))
+    cview = np.full((n, len(categories), 4), np.nan)
     for i, p in enumerate(preds):
         for c, l in p.category_losses.items():
             closs[i, categories.index(c)] = l
         for c, q in p.category_probs.items():
             cprob[i, categories.index(c)] = q
+        for c, v in p.category_viewpoints.items():
+            cview[i, categories.index(c)] = [v["azimuth"], v["elevation"], v["theta"], v["distance"]]
     kmax = max(len(p.result.topk) for p in preds) if preds else 0
     topk = np.full((n, kmax, 5), np.nan)
     for i, p in enumerate(preds):
@@ -265,6 +277,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
         "categories": list(categories),
         "category_losses": closs,
         "category_probs": cprob,
+        "category_viewpoints": cview,
         "loss": np.array([p.result.loss for p in preds]),
         "init_loss": np.array([p.result.init_loss for p in preds]),
         "rotation": rot.numpy(),
