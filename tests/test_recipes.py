@@ -66,7 +66,7 @@ def test_synthetic_ablations_and_pascal3d_recipes_tiny(tmp_path):
 
     for model in (out / "model.h5", p3d / "model.h5"):
         art = read_artifact(model, "model")
-        assert "loss_offsets" in art["calibration"], model
+        assert "class_weights" in art["calibration"], model
         assert art.config["infer"]["steps"] == (10 if model.parent == out else 5), model
 
 

@@ -73,13 +73,15 @@ def test_torchrun_two_processes(tiny_pipeline, tmp_path):
     assert model.categories == ["bus", "car"]
     # the class calibration: each process solved one of the two calibration images, gathered in order
     cal = model.calibration
-    assert cal["loss_matrix"].shape == (2, 2) and np.isfinite(cal["loss_matrix"]).all()
-    assert cal["loss_labels"].tolist() == [0, 1]
+    assert cal["class_losses"].shape == (2, 2) and np.isfinite(cal["class_losses"]).all()
+    assert cal["class_labels"].tolist() == [0, 1]
     single = tmp_path / "single.h5"  # the same checkpoint calibrated by one process: the same rows
     run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
             "-o", str(single), "--epochs", "1", "--resume", str(out) + ".ckpt.h5", *TINY_TRAIN,
             "--set", "infer.batch_images=1")
-    np.testing.assert_allclose(load_model(single).calibration["loss_matrix"], cal["loss_matrix"], rtol=1e-5)
+    one = load_model(single).calibration
+    for key in ("class_losses", "class_background_loss"):
+        np.testing.assert_allclose(one[key], cal[key], rtol=1e-5)
 
 
 def test_bad_inputs(tiny_pipeline, tmp_path):

@@ -70,8 +70,8 @@ def train_textures_cmd(
                   f"{100 * summary['calib_accuracy']:.1f}% (chance {100 * summary['chance']:.1f}%)")
         if summary["class_calib_images"]:
             out.print(f"render-and-compare classes on {summary['class_calib_images']} calibration images: "
-                      f"{100 * summary['loss_accuracy_raw']:.1f}% by lowest loss, "
-                      f"{100 * summary['loss_accuracy']:.1f}% with per-category loss offsets (fitted on them)")
+                      f"{100 * summary['class_accuracy_raw']:.1f}% by lowest loss, "
+                      f"{100 * summary['class_accuracy']:.1f}% with per-category evidence gains (fitted on them)")
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
-from ntdm_cli.infer.classify import classify
+from ntdm_cli.infer.classify import background_loss, classify
 from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, bank_centres, solve_batch
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
@@ -129,6 +129,7 @@ class Prediction:
     category_losses: dict[str, float]
     category_probs: dict[str, float]  # over the tried categories (calibrated when the model is)
     category_viewpoints: dict[str, dict]  # the pose solved for each tried category, original image frame
+    background_loss: float  # loss of the object-absent hypothesis (infer.classify.background_loss)
     result: SolveResult
     viewpoint: dict  # original image frame
     amodal: np.ndarray
@@ -200,6 +201,8 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             tried.append(list(model.categories))
     h, w = inputs[0].crop.shape[:2]
     clutter = bank_centres(bank, cfg.bank_clusters) if cfg.bank_clusters > 0 else bank  # once for all categories
+    with torch.no_grad():
+        bg_loss = background_loss(features, clutter, cfg.no_background).tolist()  # object-absent loss per image
     solved: dict[tuple[int, str], tuple[SolveResult, RenderCompare]] = {}
     timing = [{"features": t_feat, "init": 0.0, "optimise": 0.0} for _ in inputs]
     for cat in model.categories:
@@ -216,7 +219,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
         losses = {c: solved[(i, c)][0].loss for c in tried[i]}
-        cat, probs = classify(losses, model.categories, model.calibration if cfg.calibrated else None)
+        cat, probs = classify(losses, bg_loss[i], model.categories, model.calibration if cfg.calibrated else None)
         res, rc = solved[(i, cat)]
         amodal, visible = final_masks(rc, res.best, (h, w))
         hyp = res.best
@@ -230,7 +233,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         timing[i]["total"] = sum(timing[i].values())
         preds.append(Prediction(
             image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses,
-            category_probs=probs, category_viewpoints=per_class, result=res,
+            category_probs=probs, category_viewpoints=per_class, background_loss=bg_loss[i], result=res,
             viewpoint=unpreprocess_viewpoint(vp_crop, inp.transform),
             amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
             crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
@@ -279,6 +282,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
         "category_probs": cprob,
         "category_viewpoints": cview,
         "loss": np.array([p.result.loss for p in preds]),
+        "background_loss": np.array([p.background_loss for p in preds]),
         "init_loss": np.array([p.result.init_loss for p in preds]),
         "rotation": rot.numpy(),
         "occlusion_level": np.array([p.inp.occlusion_level for p in preds], dtype=np.int64),

@@ -12,10 +12,10 @@ Layout::
     deformers/<category>/...             the category's deformer (geometry.deformer layout)
     categories (C,) str, omega (C, C), curves/<name> (epochs,)
     calibration/{accuracy, confusion (C, C), epoch}      the fast classifier on the calibration split
-    calibration/{loss_offsets (C,), loss_temperature,    the class calibration of render-and-compare
-                 loss_accuracy_raw, loss_accuracy,       losses (infer.classify), fitted after the
-                 loss_images, loss_matrix (N, C),        last epoch on N held-out training images
-                 loss_labels (N,)}
+    calibration/{class_weights (C,), class_temperature,  the class calibration of render-and-compare
+                 class_accuracy_raw, class_accuracy,     (infer.classify), fitted after the last epoch
+                 class_images, class_losses (N, C),      on N held-out training images
+                 class_background_loss (N,), class_labels (N,)}
     train_state/...                      checkpoints only: epoch, optimizer, scheduler
 """
 

@@ -182,13 +182,13 @@ def calibrate(backbone, textures, bank, dataset: TrainingSet, indices: list[int]
 
 def calibrate_class_losses(backbone, cats: list[str], textures, bank, deformers: dict, omega, cfg: TrainConfig,
                            dataset: TrainingSet, calib: list[int], infer_cfg, device) -> dict:
-    """Fit the classifier's per-category loss offsets (infer.classify) on the first
+    """Fit the classifier's per-category evidence gains (infer.classify) on the first
     ``cfg.class_calib_images`` images per category of the calibration split (hash order), each solved
     for every category by render-and-compare as ``ntdm infer`` would. Under torchrun every process
     solves its share of the images and the loss matrices are gathered, so each process fits the same
-    offsets. Returns the calibration entries (loss_offsets (C,), loss_temperature, loss_accuracy_raw,
-    loss_accuracy, loss_images, loss_matrix (N, C), loss_labels (N,))."""
-    from ntdm_cli.infer.classify import fit_with_matrix, solve_category_losses
+    gains. Returns the calibration entries (class_weights (C,), class_temperature, class_accuracy_raw,
+    class_accuracy, class_images, class_losses (N, C), class_background_loss (N,), class_labels (N,))."""
+    from ntdm_cli.infer.classify import fit_with_data, solve_category_losses
     from ntdm_cli.infer.pipeline import input_from_sample
     from ntdm_cli.infer.solver import InferConfig
 
@@ -213,21 +213,22 @@ def calibrate_class_losses(backbone, cats: list[str], textures, bank, deformers:
                       cfg.bin_temperature, omega)
     inputs = [input_from_sample(dataset.dataset[i], dataset.crop_hw, dataset.dataset.target_distance) for i in mine]
     with torch.enable_grad():  # the pose solver differentiates the loss
-        local = solve_category_losses(model, inputs, infer_cfg, device)
+        local, local_bg = solve_category_losses(model, inputs, infer_cfg, device)
+    local = np.concatenate([local, local_bg[:, None]], 1)  # (n, C + 1): losses, then L_bg
     backbone.train(was_training)
     if world > 1:  # rank r solved chosen[r::world]: gather the shares back into chosen's order
         share = -(-len(chosen) // world)
-        padded = torch.full((share, len(cats)), float("nan"), dtype=torch.float64, device=device)
+        padded = torch.full((share, len(cats) + 1), float("nan"), dtype=torch.float64, device=device)
         padded[: len(mine)] = torch.from_numpy(local).to(device)
         parts = [torch.empty_like(padded) for _ in range(world)]
         dist.all_gather(parts, padded)
-        matrix = np.empty((len(chosen), len(cats)))
+        matrix = np.empty((len(chosen), len(cats) + 1))
         for r, part in enumerate(parts):
             n = len(chosen[r::world])
             matrix[r::world] = part[:n].cpu().numpy()
     else:
         matrix = local
-    return fit_with_matrix(matrix, [dataset.cat_index[i] for i in chosen])
+    return fit_with_data(matrix[:, :-1], matrix[:, -1], [dataset.cat_index[i] for i in chosen])
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -312,7 +313,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     After the last epoch, ``cfg.class_calib_images`` calibration images per category are solved for
     every category with ``infer_cfg`` (InferConfig; default settings when None) and the per-category
-    loss offsets of the classifier are fitted on them (infer.classify). Resuming a checkpoint that is
+    evidence gains of the classifier are fitted on them (infer.classify). Resuming a checkpoint that is
     already at ``cfg.epochs`` skips training and only redoes this calibration."""
     distributed = init_distributed(device)
     rank, world = _dist_info()
@@ -367,7 +368,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         _load_opt_state(optimizer, scheduler, state)
         start_epoch = int(state["epoch"])
         curves = {k: list(np.asarray(v).tolist()) for k, v in model.curves.items()}
-        calibration = {k: v for k, v in model.calibration.items() if not k.startswith("loss_")}
+        calibration = {k: v for k, v in model.calibration.items() if not k.startswith(("class_", "loss_"))}
         for k in ("loss", "inner", "cross", "ml", "calib_accuracy", "lr", "images_per_s"):
             curves.setdefault(k, [])
         if rank == 0:
@@ -444,9 +445,9 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                "final_loss": curves["loss"][-1] if curves["loss"] else float("nan"),
                "calib_accuracy": float(calibration.get("accuracy", float("nan"))), "categories": cats,
                "chance": 1.0 / len(cats), "rank": rank, "world": world,
-               "class_calib_images": int(class_cal.get("loss_images", 0)),
-               "loss_accuracy_raw": float(class_cal.get("loss_accuracy_raw", float("nan"))),
-               "loss_accuracy": float(class_cal.get("loss_accuracy", float("nan")))}
+               "class_calib_images": int(class_cal.get("class_images", 0)),
+               "class_accuracy_raw": float(class_cal.get("class_accuracy_raw", float("nan"))),
+               "class_accuracy": float(class_cal.get("class_accuracy", float("nan")))}
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
