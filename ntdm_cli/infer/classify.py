@@ -28,16 +28,13 @@ import torch
 from ntdm_cli.errors import NtdmUsageError
 
 
-def background_loss(features: torch.Tensor, bank: torch.Tensor, no_background: bool = False) -> torch.Tensor:
+def background_loss(bg_scores: torch.Tensor) -> torch.Tensor:
     """L_bg (B,): the loss (eq. 10) of the object-absent hypothesis, 1 − mean over pixels of max_β f·β.
 
     Args:
-        features: (B, d, h, w) unit image features.
-        bank: (M, d) background features (the clutter model the solver uses).
-        no_background: the ablation without a background model (background pixels score 0): L_bg = 1."""
-    if no_background:
-        return torch.ones(features.shape[0], device=features.device)
-    return 1 - (features.permute(0, 2, 3, 1) @ bank.T).amax(-1).mean((1, 2))
+        bg_scores: (B, h, w) background scores (infer.solver.background_scores; zeros for the ablation
+            without a background model, which gives L_bg = 1)."""
+    return 1 - bg_scores.mean((1, 2))
 
 
 def fit_class_calibration(losses: np.ndarray, bg_loss: np.ndarray, labels: np.ndarray, reg: float = 1e-2,

@@ -16,7 +16,8 @@ from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.infer.classify import background_loss, classify
-from ntdm_cli.infer.solver import InferConfig, RenderCompare, SolveResult, bank_centres, solve_batch
+from ntdm_cli.infer.solver import (InferConfig, RenderCompare, SolveResult, background_scores, bank_centres,
+                                   solve_batch)
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
@@ -201,8 +202,9 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             tried.append(list(model.categories))
     h, w = inputs[0].crop.shape[:2]
     clutter = bank_centres(bank, cfg.bank_clusters) if cfg.bank_clusters > 0 else bank  # once for all categories
-    with torch.no_grad():
-        bg_loss = background_loss(features, clutter, cfg.no_background).tolist()  # object-absent loss per image
+    with torch.no_grad():  # once for every category's scorer and for the object-absent loss
+        bg = background_scores(features, clutter, cfg.no_background)
+    bg_loss = background_loss(bg).tolist()
     solved: dict[tuple[int, str], tuple[SolveResult, RenderCompare]] = {}
     timing = [{"features": t_feat, "init": 0.0, "optimise": 0.0} for _ in inputs]
     for cat in model.categories:
@@ -210,7 +212,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         if not rows:
             continue
         rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
-                           (w / 2.0, h / 2.0), feature_stride(model.backbone))
+                           (w / 2.0, h / 2.0), feature_stride(model.backbone), bg=bg[rows])
         for i, res in zip(rows, solve_batch(rc, cfg, generator)):
             solved[(i, cat)] = (res, rc)
             timing[i]["init"] += res.timing["init"]
@@ -223,7 +225,6 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         res, rc = solved[(i, cat)]
         amodal, visible = final_masks(rc, res.best, (h, w))
         hyp = res.best
-        vp_crop = _crop_viewpoint(hyp, (h, w))
         per_class = {c: unpreprocess_viewpoint(_crop_viewpoint(solved[(i, c)][0].best, (h, w)), inp.transform)
                      for c in tried[i]}
         crop_amodal, crop_visible = amodal.cpu().numpy(), visible.cpu().numpy()
@@ -234,7 +235,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         preds.append(Prediction(
             image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses,
             category_probs=probs, category_viewpoints=per_class, background_loss=bg_loss[i], result=res,
-            viewpoint=unpreprocess_viewpoint(vp_crop, inp.transform),
+            viewpoint=per_class[cat],
             amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
             crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
     return preds

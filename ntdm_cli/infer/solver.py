@@ -38,7 +38,7 @@ class InferConfig:
     bank_clusters: int = 0  # 0: background score = max over the whole bank; K: over K spherical k-means centres
     init_poses: int = 0  # 0: score every pose × latent; N: poses with the mean shape, then the best N × latents
     shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
-    calibrated: bool = True  # class = argmin of loss − the model's per-category offset (when it has them)
+    calibrated: bool = True  # class = argmax of the model's per-category gain × evidence (when it has gains)
     init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)
     fix_shape: bool = False
     no_background: bool = False
@@ -117,6 +117,14 @@ def initial_latents(deformer, cfg: InferConfig, generator: torch.Generator) -> t
     return torch.cat([onehots, mean])
 
 
+def background_scores(features: torch.Tensor, bank: torch.Tensor, no_background: bool = False) -> torch.Tensor:
+    """max_β f·β (B, h, w) of unit features (B, d, h, w) against the clutter model ``bank`` (M, d);
+    zeros for the ablation without a background model."""
+    if no_background:
+        return features.new_zeros(features.shape[0], *features.shape[-2:])
+    return (features.permute(0, 2, 3, 1) @ bank.T).amax(-1)
+
+
 def bank_centres(bank: torch.Tensor, k: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
     """Spherical k-means of the background bank: (M, d) unit features -> (min(k, M), d) unit centres.
 
@@ -144,7 +152,8 @@ class RenderCompare:
     (px, py) crop pixels; stride: crop pixels per feature cell (the backbone's)."""
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
-                 bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE):
+                 bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE,
+                 bg: torch.Tensor | None = None):
         self.stride = float(stride)
         self.bank = bank
         self.deformer = deformer
@@ -153,7 +162,7 @@ class RenderCompare:
         self.num_bins = self.theta.shape[0]
         self.cfg = cfg
         self.bin_temperature = bin_temperature
-        self._set_features(features)
+        self._set_features(features, bg)
         self.px, self.py = principal
         # With linear latent conditioning Γ(z) = s ⊙ (v + Σ_k z_k D_k) exactly: precompute the basis D
         # once instead of running the MLP for every hypothesis at every step.
@@ -165,12 +174,11 @@ class RenderCompare:
                 self.base = deformer.template_verts  # (V, 3)
                 self.shape_scale = deformer.scale  # (3,)
 
-    def _set_features(self, features: torch.Tensor) -> None:
-        """The image features (B, d, h, w) and their background scores (B, h, w)."""
+    def _set_features(self, features: torch.Tensor, bg: torch.Tensor | None = None) -> None:
+        """The image features (B, d, h, w) and their background scores (B, h, w) (computed unless given)."""
         self.f = features
         self.h, self.w = features.shape[-2:]
-        self.bg = (features.permute(0, 2, 3, 1) @ self.bank.T).amax(-1) if not self.cfg.no_background \
-            else torch.zeros(features.shape[0], self.h, self.w, device=features.device)
+        self.bg = bg if bg is not None else background_scores(features, self.bank, self.cfg.no_background)
 
     def pooled(self, factor: int) -> "RenderCompare":
         """The same scorer on the features average-pooled ``factor``× and renormalised, rendered at
