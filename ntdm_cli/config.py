@@ -90,6 +90,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
                 pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if isinstance(default, str):
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans
+            return "on" if value else "off"
         return str(value)
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)):

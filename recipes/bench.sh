@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces: every performance figure of the README: the rasterizer sweep (ntdm bench-raster, as the
 # PyTorch3D paper's fig. 3) and the image->surface, rasterizer workload W, deformer fit, synth,
-# contrastive-scaling and inference benchmarks. Run time: about 10 minutes on 2 CPU cores.
+# contrastive-scaling, training-step precision and inference benchmarks. Run time: about 10 minutes on 2 CPU cores.
 # Outputs in $OUT (default runs/bench): raster.csv/json/png and one JSON/log per benchmark, and
 # bench.md collecting all of their printed tables.
 set -euo pipefail
@@ -14,7 +14,7 @@ ntdm --device "$DEVICE" bench-raster --out "$OUT/raster.json" -b native --faces 
   --batch 144 --mode fwd+bwd | tee "$OUT/raster_w.log"
 {
   echo "# ntdm benchmarks ($(date -u +%Y-%m-%d), $(nproc) cores, device $DEVICE)"
-  for bm in bm_image_to_surface bm_raster bm_infer; do  # these take --device
+  for bm in bm_image_to_surface bm_raster bm_infer bm_train_step; do  # these take --device
     echo; echo "## $bm"; echo '```'; "$PY" -m "tests.benchmarks.$bm" --device "$DEVICE" 2>&1; echo '```'
   done
   for bm in bm_contrastive bm_synth bm_fit_deformer; do  # CPU-side stages

@@ -67,3 +67,63 @@ def test_train_step_observes_the_silhouette_at_the_backbone_stride(monkeypatch, 
     pooled = F.adaptive_avg_pool2d(full.mask.float().unsqueeze(1), (n, n))[:, 0] > 0.5
     iou = (obs & pooled).sum() / (obs | pooled).sum()
     assert iou > 0.85, float(iou)
+
+
+def test_amp_modes():
+    """train.amp: off never, bf16 always, auto where bf16 is native; anything else is a usage error."""
+    from ntdm_cli.errors import NtdmUsageError
+    from ntdm_cli.model.backbone import bf16_fast, resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("off", cpu) is False and resolve_amp("bf16", cpu) is True
+    assert resolve_amp("auto", cpu) is bf16_fast(cpu)
+    with pytest.raises(NtdmUsageError, match="train.amp"):
+        resolve_amp("fp16", cpu)
+
+
+@pytest.mark.parametrize("name", ["small", "small-s4", "resnet50-ext"])
+def test_bf16_autocast_and_channels_last_keep_the_features(name):
+    """The fast paths compute the same function: channels-last is float32-exact, bfloat16 autocast
+    stays within a few thousandths of cosine; the output is float32, contiguous, unit length."""
+    torch.manual_seed(0)
+    b = make_backbone(name, 16).eval()
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        b.channels_last, b.amp = False, False
+        ref = b(x)
+        b.channels_last = True
+        cl = b(x)
+        b.amp = True
+        half = b(x)
+    torch.testing.assert_close(cl, ref, rtol=1e-4, atol=1e-5)
+    for f in (cl, half):
+        assert f.dtype == torch.float32 and f.is_contiguous()
+        assert torch.allclose(f.norm(dim=1), torch.ones(()), atol=1e-5)
+    cos = (half * ref).sum(1)  # both unit length
+    assert cos.mean() > 0.995 and cos.min() > 0.95, (float(cos.mean()), float(cos.min()))
+
+
+def test_bf16_training_gradients_follow_float32():
+    """One backward pass under bfloat16 autocast gives parameter gradients pointing where float32's do."""
+    torch.manual_seed(0)
+    b = make_backbone("small", 16)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    target = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(2))
+    grads = {}
+    for amp in (False, True):
+        b.zero_grad()
+        b.amp = amp
+        (b(x) * target).sum().backward()
+        grads[amp] = torch.cat([p.grad.flatten() for p in b.parameters()])
+    cos = torch.nn.functional.cosine_similarity(grads[False], grads[True], dim=0)
+    assert cos > 0.98, float(cos)
+
+
+def test_evaluating_restores_mode_and_precision():
+    from ntdm_cli.model.backbone import evaluating
+
+    b = make_backbone("small", 8).train()
+    b.amp = True
+    with evaluating(b):
+        assert not b.training and b.amp is False
+    assert b.training and b.amp is True

@@ -55,3 +55,14 @@ def test_bad_yaml(tmp_path):
 
 def test_parse_overrides_types():
     assert parse_overrides(["a.b=1", "a.c=x", "d.e=0.5"]) == {"a": {"b": 1, "c": "x"}, "d": {"e": 0.5}}
+
+
+def test_string_options_read_yaml_booleans_back():
+    """--set train.amp=off: YAML 1.1 reads off/on as booleans; a string option gets "off"/"on" back."""
+    from ntdm_cli.config import ConfigStore
+    from ntdm_cli.train.loop import TrainConfig
+
+    assert ConfigStore(overrides=["train.amp=off"]).get("train", TrainConfig).amp == "off"
+    assert ConfigStore(overrides=["train.amp=bf16"]).get("train", TrainConfig).amp == "bf16"
+    with pytest.raises(Exception, match="train.amp"):
+        ConfigStore(overrides=["train.amp=fp16"]).get("train", TrainConfig)

@@ -267,3 +267,51 @@ def test_pooled_scorer_matches_a_coarser_backbone():
     # the same silhouette: its area in crop pixels agrees within the border cells
     fine_area, coarse_area = fine_mask.sum() * 16, coarse_mask.sum() * 64
     assert abs(float(coarse_area) / float(fine_area) - 1) < 0.25
+
+
+@pytest.mark.parametrize("no_background", [False, True])
+def test_losses_on_covered_pixels_equal_the_full_map_formula(tiny_pipeline, no_background):
+    """RenderCompare.losses (only covered pixels rendered and compared) equals eq. 10 on full maps:
+    score = max(f·rendered, bg) on the silhouette and bg elsewhere (f·rendered without a background
+    model), loss = 1 − mean score; the same maps and the same gradients w.r.t. every pose parameter."""
+    from ntdm_cli.infer.solver import Hypotheses
+
+    model = load_model(tiny_pipeline.model)
+    deformer = model.deformers["car"].requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    tex = NeuralTexture(7, 32, 16, generator=g)
+    B, h, w = 2, 16, 16
+    feats = F.normalize(torch.randn(B, 16, h, w, generator=g), dim=1)
+    bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    cfg = InferConfig(init_distance=5.0, no_background=no_background)
+    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (64.0, 64.0), STRIDE)
+    n = 5
+    make = lambda: Hypotheses(torch.tensor([0.3, 1.2, 2.5, 4.0, 5.5]), torch.tensor([0.1, 0.3, -0.1, 0.2, 0.0]),
+                              torch.tensor([0.0, 0.1, -0.1, 0.0, 0.2]), torch.tensor([5.0, 4.5, 6.0, 5.0, 60.0]),
+                              deformer.latents[[0, 1, 0, 1, 0]].float().clone(), torch.zeros(n, 3),
+                              image=torch.tensor([0, 1, 1, 0, 1]))
+    grads = {}
+    for name in ("covered", "full"):
+        hyp = make()
+        params = [hyp.azimuth, hyp.elevation, hyp.theta, hyp.distance, hyp.latent, hyp.log_scale]
+        for p in params:
+            p.requires_grad_(True)
+        if name == "covered":
+            loss, inside, fg = rc.losses(hyp, return_maps=True)
+        else:
+            surf = rasterize_surface(rc.verts(hyp), rc.template.faces, rc.template.verts_uvs, rc.template.faces_uvs,
+                                     rc.viewpoint(hyp), (h, w), rc.stride, 7, 5.0)
+            rendered = render_features(surf, rc.template.verts_uvs, rc.template.faces_uvs, rc.theta)
+            fg_score = (rendered * feats[hyp.image]).sum(1)
+            inside = surf.mask
+            bg = torch.zeros_like(fg_score) if no_background else rc.bg[hyp.image]
+            fg = inside if no_background else inside & (fg_score > bg)
+            loss = 1 - torch.where(fg, fg_score, bg).mean((1, 2))
+        loss.sum().backward()
+        grads[name] = (loss.detach(), inside, fg, [p.grad.clone() for p in params])
+    (la, ia, fa, ga), (lb, ib, fb, gb) = grads["covered"], grads["full"]
+    assert ia[:4].sum() > 0 and ia[4].sum() < ia[0].sum()  # the far hypothesis covers little
+    torch.testing.assert_close(la, lb, rtol=1e-5, atol=1e-6)
+    assert torch.equal(ia, ib) and torch.equal(fa, fb)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from ntdm_cli.artifacts import read_artifact
 from ntdm_cli.model.io import load_model
@@ -120,3 +121,22 @@ def test_occluder_augmentation_trains(tiny_pipeline, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["train-textures", *common, "-o", str(tmp_path / "bad.h5"), "--set", "train.occlude=1.5"])
     assert e.value.code == 2 and not (tmp_path / "bad.h5").exists()
+
+
+def test_precision_options_train_alike(tiny_pipeline, tmp_path):
+    """train.amp=off (float32) and train.amp=bf16 both train; the losses of their first epoch agree to
+    a few percent and the stored backbones give features pointing the same way (the model artifact
+    does not depend on the precision it was trained in)."""
+    common = ["--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers), *TINY_TRAIN,
+              "--epochs", "1", "--set", "train.class_calib_images=0"]
+    out = {}
+    for amp in ("off", "bf16"):
+        out[amp] = tmp_path / f"{amp}.h5"
+        run_cli("train-textures", *common, "-o", str(out[amp]), "--set", f"train.amp={amp}")
+        assert yaml.safe_load(read_artifact(out[amp], "model").config)["train"]["amp"] == amp
+    loss = {k: float(read_artifact(v, "model")["curves/loss"][0]) for k, v in out.items()}
+    assert abs(loss["bf16"] - loss["off"]) < 0.05 * abs(loss["off"]), loss
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        f = {k: load_model(v).backbone.eval()(x) for k, v in out.items()}
+    assert (f["off"] * f["bf16"]).sum(1).mean() > 0.9

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ntdm_cli.config import section
 from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.model.backbone import STRIDE
-from ntdm_cli.model.surface import rasterize_surface, render_features
+from ntdm_cli.model.surface import rasterize_surface, render_covered
 from ntdm_cli.render import Viewpoint
 
 
@@ -178,7 +178,10 @@ class RenderCompare:
         """The image features (B, d, h, w) and their background scores (B, h, w) (computed unless given)."""
         self.f = features
         self.h, self.w = features.shape[-2:]
+        self.f_pix = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])  # (B·h·w, d), pixel-major
         self.bg = bg if bg is not None else background_scores(features, self.bank, self.cfg.no_background)
+        self.bg_flat = self.bg.reshape(-1)  # (B·h·w,)
+        self.bg_sum = self.bg.sum((1, 2))  # (B,) what a hypothesis covering nothing scores
 
     def pooled(self, factor: int) -> "RenderCompare":
         """The same scorer on the features average-pooled ``factor``× and renormalised, rendered at
@@ -211,24 +214,33 @@ class RenderCompare:
 
     def losses(self, hyp: Hypotheses, return_maps: bool = False):
         """Loss (N,) of each hypothesis (eq. 10); with ``return_maps`` also the silhouette (N, h, w) and
-        the foreground decision (N, h, w) at the feature resolution."""
+        the foreground decision (N, h, w) at the feature resolution.
+
+        A pixel scores max(f·rendered, background) on the object and its background score elsewhere,
+        so the loss is 1 − (Σ_all bg + Σ_covered relu(f·rendered − bg)) / (h·w): only the M covered
+        pixels are rendered and compared (the per-image background sums are precomputed)."""
         surf = rasterize_surface(self.verts(hyp), self.template.faces, self.template.verts_uvs,
                                  self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), self.stride,
                                  self.num_bins, self.bin_temperature)
-        rendered = render_features(surf, self.template.verts_uvs, self.template.faces_uvs, self.theta)
+        rendered = render_covered(surf, self.theta)  # (d, M)
         img = hyp.image_index()
-        fg_score = (rendered * self.f[img]).sum(1)  # (N, h, w)
-        bg = self.bg[img]
-        inside = surf.mask
+        hw = self.h * self.w
+        owner = surf.idx // hw  # hypothesis of each covered pixel
+        rows = img.index_select(0, owner) * hw + surf.idx % hw  # its pixel in the image features
+        fg_score = (rendered.T * self.f_pix.index_select(0, rows)).sum(1)  # (M,)
+        N = len(hyp)
         if self.cfg.no_background:
-            score = torch.where(inside, fg_score, torch.zeros_like(fg_score))
-            fg = inside
+            gain = fg_score
+            fg_pix = torch.ones_like(fg_score, dtype=torch.bool)
+            base = fg_score.new_zeros(N)
         else:
-            fg = inside & (fg_score > bg)
-            score = torch.where(fg, fg_score, bg)
-        loss = 1 - score.mean((1, 2))
+            gain = torch.relu(fg_score - self.bg_flat.index_select(0, rows))
+            fg_pix = gain > 0
+            base = self.bg_sum.index_select(0, img)
+        loss = 1 - (base + fg_score.new_zeros(N).index_add(0, owner, gain)) / hw
         if return_maps:
-            return loss, inside, fg
+            fg = torch.zeros(N * hw, dtype=torch.bool, device=fg_pix.device).index_copy(0, surf.idx, fg_pix)
+            return loss, surf.mask, fg.view(N, self.h, self.w)
         return loss
 
 

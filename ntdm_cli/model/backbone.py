@@ -6,17 +6,23 @@
 * ``small``: a CPU-friendly conv net with the same output contract (stride 8), for the demo and the tests.
 * ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
   an object for thin parts (wings, chair legs) and finer pose steps, at 2.3× the backbone time.
+
+Every backbone runs its convolutions on channels-last tensors (1.2-1.4× faster on CPU) and, when its
+``amp`` attribute is True (training with ``train.amp``), under bfloat16 autocast: 2.2× faster per
+training step of ``small`` on a 2-core AVX512-BF16 CPU. The output is always float32, normalised in
+float32. ``amp`` is not stored with the model; inference runs in float32.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ntdm_cli.errors import NtdmError
+from ntdm_cli.errors import NtdmError, NtdmUsageError
 
 STRIDE = 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -28,6 +34,56 @@ def normalize_image(images: torch.Tensor) -> torch.Tensor:
     mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
     return (images - mean) / std
+
+
+AMP_MODES = ("auto", "bf16", "off")
+
+
+def bf16_fast(device: torch.device) -> bool:
+    """Whether bfloat16 convolutions are native (not emulated) on ``device``: a CUDA GPU with bf16
+    support, or a CPU with AVX512-BF16 / AMX (oneDNN's check)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a torch build without the check
+            return False
+    return False
+
+
+def resolve_amp(mode: str, device: torch.device) -> bool:
+    """``train.amp`` -> whether the backbone runs under bfloat16 autocast: ``auto`` where bf16 is native
+    on ``device`` (bf16_fast), ``bf16`` always, ``off`` never."""
+    if mode not in AMP_MODES:
+        raise NtdmUsageError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {mode!r}")
+    return mode == "bf16" or (mode == "auto" and bf16_fast(device))
+
+
+@contextmanager
+def evaluating(backbone: nn.Module):
+    """Run ``backbone`` as inference does for the duration: eval mode and float32 (amp off); both are
+    restored afterwards. Training's calibration passes use it so they see what ``ntdm infer`` sees."""
+    was_training, amp = backbone.training, getattr(backbone, "amp", False)
+    backbone.eval()
+    backbone.amp = False
+    try:
+        yield backbone
+    finally:
+        backbone.train(was_training)
+        backbone.amp = amp
+
+
+def _prepare(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """images: (N, 3, H, W) float in [0, 1] -> normalised (channels-last in memory if asked)."""
+    x = normalize_image(images)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _finish(x: torch.Tensor) -> torch.Tensor:
+    """Projected features (any dtype/layout) -> (N, d, h, w) float32, contiguous, unit length along d."""
+    return F.normalize(x.float(), dim=1).contiguous()
 
 
 class Bottleneck(nn.Module):
@@ -68,6 +124,8 @@ class ResNetExt(nn.Module):
 
     def __init__(self, dim: int = 128):
         super().__init__()
+        self.amp = False  # bfloat16 autocast (set by training; see resolve_amp)
+        self.channels_last = True  # convolutions on channels-last tensors
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -81,16 +139,19 @@ class ResNetExt(nn.Module):
         self.proj = nn.Conv2d(512, dim, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(normalize_image(images)))))
-        x = self.layer1(x)
-        c2 = self.layer2(x)  # stride 8
-        c3 = self.layer3(c2)  # stride 16
-        c4 = self.layer4(c3)  # stride 32
-        x = F.interpolate(c4, size=c3.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.up1(torch.cat([x, c3], 1))
-        x = F.interpolate(x, size=c2.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.up2(torch.cat([x, c2], 1))
-        return F.normalize(self.proj(x), dim=1)
+        """images: (N, 3, H, W) float in [0, 1] -> (N, d, H/8, W/8) float32, unit length along d."""
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(_prepare(images, self.channels_last)))))
+            x = self.layer1(x)
+            c2 = self.layer2(x)  # stride 8
+            c3 = self.layer3(c2)  # stride 16
+            c4 = self.layer4(c3)  # stride 32
+            x = F.interpolate(c4, size=c3.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.up1(torch.cat([x, c3], 1))
+            x = F.interpolate(x, size=c2.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.up2(torch.cat([x, c2], 1))
+            x = self.proj(x)
+        return _finish(x)
 
     def load_pretrained(self, path: Path) -> int:
         """Load ImageNet weights saved in torchvision's ResNet-50 layout (a state dict file).
@@ -118,6 +179,8 @@ class SmallBackbone(nn.Module):
         if stride not in (4, 8):
             raise NtdmError(f"small backbone stride must be 4 or 8, got {stride}")
         self.stride = stride
+        self.amp = False  # bfloat16 autocast (set by training; see resolve_amp)
+        self.channels_last = True  # convolutions on channels-last tensors
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
             return nn.Sequential(
@@ -134,12 +197,15 @@ class SmallBackbone(nn.Module):
         self.proj = nn.Conv2d(width * 4 + width * 2, dim, 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.s1(normalize_image(images))
-        x2 = self.s2(x)
-        x3 = self.s3(x2)
-        x3 = x3 + self.ctx(x3)
-        x2d = F.avg_pool2d(x2, 2) if self.stride == 8 else x2
-        return F.normalize(self.proj(torch.cat([x3, x2d], 1)), dim=1)
+        """images: (N, 3, H, W) float in [0, 1] -> (N, d, H/s, W/s) float32, unit length along d."""
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            x = self.s1(_prepare(images, self.channels_last))
+            x2 = self.s2(x)
+            x3 = self.s3(x2)
+            x3 = x3 + self.ctx(x3)
+            x2d = F.avg_pool2d(x2, 2) if self.stride == 8 else x2
+            x = self.proj(torch.cat([x3, x2d], 1))
+        return _finish(x)
 
 
 BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone,

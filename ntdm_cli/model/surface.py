@@ -9,15 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from ntdm_cli.model.texture import viewing_coefficients
-from ntdm_cli.render import (
-    camera_center,
-    interpolate_uv,
-    interpolate_vertex_attributes,
-    project,
-    rasterize,
-    sample_texture,
-    vertex_normals,
-)
+from ntdm_cli.render import camera_center, project, rasterize, vertex_normals
+from ntdm_cli.render.features import covered_pixels
 
 
 @dataclass
@@ -28,41 +21,69 @@ class SurfaceFragments:
         fragments: rasterizer output at the feature-map resolution.
         uv: (N, H, W, 2) texture coordinates; mask: (N, H, W) bool silhouette.
         alpha: (N, H, W, b) viewing coefficients (0 outside the mask).
+        idx: (M,) int64 flat indices into N·H·W of the M covered pixels (the mask's True entries).
+        uv_covered: (M, 2) and alpha_covered: (M, b): uv and alpha at those pixels (what rendering reads).
     """
 
     fragments: object
     uv: torch.Tensor
     mask: torch.Tensor
     alpha: torch.Tensor
+    idx: torch.Tensor
+    uv_covered: torch.Tensor
+    alpha_covered: torch.Tensor
 
 
 def rasterize_surface(verts: torch.Tensor, faces: torch.Tensor, verts_uvs: torch.Tensor, faces_uvs: torch.Tensor,
                       viewpoint, image_size: tuple[int, int], stride: float, num_bins: int,
                       temperature: float = 5.0) -> SurfaceFragments:
     """Rasterise meshes verts (N, V, 3) (object = world frame) seen from ``viewpoint`` (N hypotheses)
-    onto an (H, W) feature map whose pixels are ``stride`` image pixels wide."""
+    onto an (H, W) feature map whose pixels are ``stride`` image pixels wide.
+
+    Normals, directions to the camera and viewing coefficients are computed at the M covered pixels
+    only (a 16×16 map of a small object is mostly background) and scattered into the full maps once."""
     screen = project(verts, viewpoint, stride=stride)
     frags = rasterize(screen, faces, image_size=image_size, faces_per_pixel=1)
-    uv, mask = interpolate_uv(frags, verts_uvs, faces_uvs)
-    attrs = torch.cat([vertex_normals(verts, faces), verts], -1)
-    pix = interpolate_vertex_attributes(frags, faces, attrs)  # (N, H, W, 6)
-    normals = F.normalize(pix[..., :3], dim=-1)
+    N, H, W = frags.pix_to_face.shape[:3]
+    idx, face, bary = covered_pixels(frags)
+    tri_uv = verts_uvs.to(bary.dtype).index_select(0, faces_uvs.index_select(0, face).reshape(-1)).reshape(-1, 3, 2)
+    uv_c = (bary[..., None] * tri_uv).sum(1)  # (M, 2)
+    attrs = torch.cat([vertex_normals(verts, faces), verts], -1)  # (N, V, 6)
+    V = attrs.shape[1]
+    vidx = faces.index_select(0, face) + (idx // (H * W) * V)[:, None]  # (M, 3) rows of attrs.reshape(-1, 6)
+    pix = (bary.to(attrs.dtype)[..., None] * attrs.reshape(-1, 6).index_select(0, vidx.reshape(-1)).reshape(-1, 3, 6)).sum(1)
+    normals = F.normalize(pix[:, :3], dim=-1)
     centre = camera_center(viewpoint.azimuth, viewpoint.elevation, viewpoint.distance)  # (N, 3)
-    to_cam = F.normalize(centre[:, None, None, :] - pix[..., 3:], dim=-1)
-    alpha = viewing_coefficients(normals, to_cam, num_bins, temperature) * mask.unsqueeze(-1)
-    return SurfaceFragments(frags, uv, mask, alpha)
+    to_cam = F.normalize(centre.index_select(0, idx // (H * W)) - pix[:, 3:], dim=-1)
+    alpha_c = viewing_coefficients(normals, to_cam, num_bins, temperature)  # (M, b)
+    total = N * H * W
+    uv = uv_c.new_zeros((total, 2)).index_copy(0, idx, uv_c).reshape(N, H, W, 2)
+    alpha = alpha_c.new_zeros((total, alpha_c.shape[-1])).index_copy(0, idx, alpha_c).reshape(N, H, W, -1)
+    return SurfaceFragments(frags, uv, frags.mask, alpha, idx, uv_c, alpha_c)
+
+
+def render_covered(surface: SurfaceFragments, theta: torch.Tensor) -> torch.Tensor:
+    """Rendered neural-texture features at the M covered pixels: (d, M), Σ_b α_b · Θ_b(uv) normalised
+    to unit length; column m is pixel ``surface.idx[m]``. theta: (b, q, q, d).
+
+    Each bin is sampled at the M points (grid_sample), weighted by its α and summed into one (d, M)
+    tensor, so no (N, b·d, H, W) tensor is held and nothing is computed for background pixels."""
+    grid = (2 * surface.uv_covered - 1).to(theta.dtype).view(1, 1, -1, 2)
+    acc = None
+    for k in range(theta.shape[0]):
+        tex = theta[k].permute(2, 0, 1).unsqueeze(0)  # (1, d, q, q)
+        vals = F.grid_sample(tex, grid, mode="bilinear", align_corners=False)[0, :, 0]  # (d, M)
+        term = vals * surface.alpha_covered[:, k].to(theta.dtype)
+        acc = term if acc is None else acc + term
+    return F.normalize(acc, dim=0)
 
 
 def render_features(surface: SurfaceFragments, verts_uvs: torch.Tensor, faces_uvs: torch.Tensor,
                     theta: torch.Tensor) -> torch.Tensor:
     """Rendered neural-texture features (N, d, H, W): Σ_b α_b · Θ_b(uv), unit length inside the mask
-    and 0 outside. theta: (b, q, q, d). Bins are sampled one at a time so that no (N, b·d, H, W)
-    tensor is ever held."""
-    b = theta.shape[0]
-    out = None
-    for k in range(b):
-        tex = theta[k].permute(2, 0, 1).unsqueeze(0)  # (1, d, q, q)
-        sampled = sample_texture(surface.fragments, verts_uvs, faces_uvs, tex)  # (N, d, H, W)
-        term = sampled * surface.alpha[..., k].unsqueeze(1)
-        out = term if out is None else out + term
-    return F.normalize(out, dim=1) * surface.mask.unsqueeze(1)
+    and 0 outside. theta: (b, q, q, d). :func:`render_covered` scattered into the map once;
+    ``verts_uvs`` and ``faces_uvs`` are the ones ``surface`` was rasterised with (its uv holds them)."""
+    N, H, W = surface.mask.shape
+    d = theta.shape[-1]
+    flat = theta.new_zeros((d, N * H * W)).index_copy(1, surface.idx, render_covered(surface, theta))
+    return flat.view(d, N, H, W).permute(1, 0, 2, 3)

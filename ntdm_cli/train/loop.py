@@ -25,7 +25,7 @@ from ntdm_cli.config import section
 from ntdm_cli.console import info, progress
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.geometry.deformer import Deformer, load_deformer
-from ntdm_cli.model.backbone import feature_stride, make_backbone
+from ntdm_cli.model.backbone import AMP_MODES, evaluating, feature_stride, make_backbone, resolve_amp
 from ntdm_cli.model.io import NTDMModel, load_model, save_model
 from ntdm_cli.model.surface import rasterize_surface
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
@@ -69,6 +69,7 @@ class TrainConfig:
     limit_per_category: int = 0  # 0 = all images
     occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
     occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
+    amp: str = "auto"  # backbone under bfloat16 autocast: auto (where bf16 is native), bf16, off
     seed: int = 0
 
     def validate(self) -> None:
@@ -86,6 +87,8 @@ class TrainConfig:
             raise NtdmUsageError(f"train.occlude must be in [0, 1], got {self.occlude}")
         if not 0 < self.occlude_max < 1:
             raise NtdmUsageError(f"train.occlude_max must be in (0, 1), got {self.occlude_max}")
+        if self.amp not in AMP_MODES:
+            raise NtdmUsageError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -166,16 +169,14 @@ def calibrate(backbone, textures, bank, dataset: TrainingSet, indices: list[int]
     confusion = torch.zeros(C, C)
     if not indices:
         return float("nan"), confusion
-    was_training = backbone.training
-    backbone.eval()
     protos = [t.prototypes(cfg.classifier_pool) for t in textures]  # once per calibration, not per batch
-    for s in range(0, len(indices), cfg.batch_size):
-        items = [dataset.load(i, dataset.crop_hw) for i in indices[s:s + cfg.batch_size]]
-        images = torch.stack([it["image"] for it in items]).to(device)
-        pred = fast_class_scores(backbone(images), protos, bank.active()).argmax(-1).cpu()
-        for it, p in zip(items, pred.tolist()):
-            confusion[it["category"], p] += 1
-    backbone.train(was_training)
+    with evaluating(backbone):
+        for s in range(0, len(indices), cfg.batch_size):
+            items = [dataset.load(i, dataset.crop_hw) for i in indices[s:s + cfg.batch_size]]
+            images = torch.stack([it["image"] for it in items]).to(device)
+            pred = fast_class_scores(backbone(images), protos, bank.active()).argmax(-1).cpu()
+            for it, p in zip(items, pred.tolist()):
+                confusion[it["category"], p] += 1
     acc = float(confusion.diagonal().sum() / confusion.sum())
     return acc, confusion
 
@@ -205,17 +206,14 @@ def calibrate_class_losses(backbone, cats: list[str], textures, bank, deformers:
     if world > 1:  # DDP syncs BatchNorm statistics at the start of a forward: the last step left each
         for buf in backbone.buffers():  # process its own, and the model written is rank 0's
             dist.broadcast(buf, 0)
-    was_training = backbone.training
-    backbone.eval()
     for c in cats:
         deformers[c].requires_grad_(False)  # fixed during training too (shapes precomputed)
     model = NTDMModel(cfg.backbone, backbone, cats, dict(zip(cats, textures)), bank, {c: deformers[c] for c in cats},
                       cfg.bin_temperature, omega)
     inputs = [input_from_sample(dataset.dataset[i], dataset.crop_hw, dataset.dataset.target_distance) for i in mine]
-    with torch.enable_grad():  # the pose solver differentiates the loss
+    with evaluating(backbone), torch.enable_grad():  # the pose solver differentiates the loss
         local, local_bg = solve_category_losses(model, inputs, infer_cfg, device)
     local = np.concatenate([local, local_bg[:, None]], 1)  # (n, C + 1): losses, then L_bg
-    backbone.train(was_training)
     if world > 1:  # rank r solved chosen[r::world]: gather the shares back into chosen's order
         share = -(-len(chosen) // world)
         padded = torch.full((share, len(cats) + 1), float("nan"), dtype=torch.float64, device=device)
@@ -339,6 +337,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                   for ci, c in enumerate(cats) for k in range(deformers[c].num_latents)}
 
     backbone = make_backbone(cfg.backbone, cfg.feature_dim).to(device)
+    backbone.amp = resolve_amp(cfg.amp, device)
     if pretrained is not None:
         if not hasattr(backbone, "load_pretrained"):
             raise NtdmUsageError(f"--pretrained applies to resnet50-ext, not {cfg.backbone}")
