@@ -7,10 +7,11 @@
 * ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
   an object for thin parts (wings, chair legs) and finer pose steps, at 2.3× the backbone time.
 
-Every backbone runs its convolutions on channels-last tensors (1.2-1.4× faster on CPU) and, when its
-``amp`` attribute is True (training with ``train.amp``), under bfloat16 autocast: 2.2× faster per
-training step of ``small`` on a 2-core AVX512-BF16 CPU. The output is always float32, normalised in
-float32. ``amp`` is not stored with the model; inference runs in float32.
+Every backbone runs its convolutions on channels-last tensors and, when its ``amp`` attribute is
+True (training with ``train.amp=bf16|auto``), under bfloat16 autocast: 1.34-1.40× per training step of
+``small`` on a 2-core AVX512-BF16 CPU, but the one pair of demo-scale models compared posed fewer
+images correctly (README), so training defaults to float32. The output is always float32, normalised
+in float32. ``amp`` is not stored with the model; inference runs in float32.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class TrainConfig:
     limit_per_category: int = 0  # 0 = all images
     occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
     occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
-    amp: str = "auto"  # backbone under bfloat16 autocast: auto (where bf16 is native), bf16, off
+    amp: str = "off"  # backbone under bfloat16 autocast: off, bf16, auto (where bf16 is native); see README
     seed: int = 0
 
     def validate(self) -> None:
