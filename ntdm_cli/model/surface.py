@@ -3,7 +3,7 @@ rendered neural-texture feature map (NTDM eq. 4-5, inference sec. 3.4)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -13,25 +13,35 @@ from ntdm_cli.render import camera_center, project, rasterize, vertex_normals
 from ntdm_cli.render.features import covered_pixels
 
 
-@dataclass
 class SurfaceFragments:
     """What a render-and-compare step needs from one rasterisation.
 
     Attributes:
-        fragments: rasterizer output at the feature-map resolution.
-        uv: (N, H, W, 2) texture coordinates; mask: (N, H, W) bool silhouette.
-        alpha: (N, H, W, b) viewing coefficients (0 outside the mask).
+        fragments: rasterizer output at the feature-map resolution; mask: (N, H, W) bool silhouette.
         idx: (M,) int64 flat indices into N·H·W of the M covered pixels (the mask's True entries).
-        uv_covered: (M, 2) and alpha_covered: (M, b): uv and alpha at those pixels (what rendering reads).
+        uv_covered: (M, 2) texture coordinates and alpha_covered: (M, b) viewing coefficients at those
+            pixels (what rendering reads).
+        uv: (N, H, W, 2) and alpha: (N, H, W, b): the same as full maps, 0 off the silhouette; built
+            on first access (training observes them; render-and-compare never needs them).
     """
 
-    fragments: object
-    uv: torch.Tensor
-    mask: torch.Tensor
-    alpha: torch.Tensor
-    idx: torch.Tensor
-    uv_covered: torch.Tensor
-    alpha_covered: torch.Tensor
+    def __init__(self, fragments, mask: torch.Tensor, idx: torch.Tensor, uv_covered: torch.Tensor,
+                 alpha_covered: torch.Tensor):
+        self.fragments, self.mask, self.idx = fragments, mask, idx
+        self.uv_covered, self.alpha_covered = uv_covered, alpha_covered
+
+    def _full(self, values: torch.Tensor) -> torch.Tensor:
+        N, H, W = self.mask.shape
+        flat = values.new_zeros((N * H * W, values.shape[-1])).index_copy(0, self.idx, values)
+        return flat.reshape(N, H, W, -1)
+
+    @functools.cached_property
+    def uv(self) -> torch.Tensor:
+        return self._full(self.uv_covered)
+
+    @functools.cached_property
+    def alpha(self) -> torch.Tensor:
+        return self._full(self.alpha_covered)
 
 
 def rasterize_surface(verts: torch.Tensor, faces: torch.Tensor, verts_uvs: torch.Tensor, faces_uvs: torch.Tensor,
@@ -41,7 +51,7 @@ def rasterize_surface(verts: torch.Tensor, faces: torch.Tensor, verts_uvs: torch
     onto an (H, W) feature map whose pixels are ``stride`` image pixels wide.
 
     Normals, directions to the camera and viewing coefficients are computed at the M covered pixels
-    only (a 16×16 map of a small object is mostly background) and scattered into the full maps once."""
+    only (a 16×16 map of a small object is mostly background); the full maps are built on demand."""
     screen = project(verts, viewpoint, stride=stride)
     frags = rasterize(screen, faces, image_size=image_size, faces_per_pixel=1)
     N, H, W = frags.pix_to_face.shape[:3]
@@ -56,10 +66,7 @@ def rasterize_surface(verts: torch.Tensor, faces: torch.Tensor, verts_uvs: torch
     centre = camera_center(viewpoint.azimuth, viewpoint.elevation, viewpoint.distance)  # (N, 3)
     to_cam = F.normalize(centre.index_select(0, idx // (H * W)) - pix[:, 3:], dim=-1)
     alpha_c = viewing_coefficients(normals, to_cam, num_bins, temperature)  # (M, b)
-    total = N * H * W
-    uv = uv_c.new_zeros((total, 2)).index_copy(0, idx, uv_c).reshape(N, H, W, 2)
-    alpha = alpha_c.new_zeros((total, alpha_c.shape[-1])).index_copy(0, idx, alpha_c).reshape(N, H, W, -1)
-    return SurfaceFragments(frags, uv, frags.mask, alpha, idx, uv_c, alpha_c)
+    return SurfaceFragments(frags, frags.mask, idx, uv_c, alpha_c)
 
 
 def render_covered(surface: SurfaceFragments, theta: torch.Tensor) -> torch.Tensor:
