@@ -338,6 +338,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     backbone = make_backbone(cfg.backbone, cfg.feature_dim).to(device)
     backbone.amp = resolve_amp(cfg.amp, device)
+    if backbone.amp and rank == 0:
+        info(f"backbone under bfloat16 autocast (train.amp={cfg.amp}); textures and losses in float32")
     if pretrained is not None:
         if not hasattr(backbone, "load_pretrained"):
             raise NtdmUsageError(f"--pretrained applies to resnet50-ext, not {cfg.backbone}")
