@@ -5,7 +5,7 @@
 #
 # Sizes (SCALE=tiny|demo|cpu|full; run time on 2 CPU cores):
 #   tiny  2 categories, a handful of images, minutes   (CI smoke test)
-#   demo  6 categories x 300 images, small backbone, 8 epochs, 13-15 minutes (make demo: 15.6-18 with set-up;
+#   demo  6 categories x 300 images, small backbone, 8 epochs, 13-15 minutes (make demo: 15.6-19 with set-up;
 #         far below the targets)
 #   cpu   6 categories x 1000 images, small backbone, 12 epochs, ~60 minutes (the larger run in README Results)
 #   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
