@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ntdm_cli.model.texture import viewing_coefficients
 from ntdm_cli.render import camera_center, project, rasterize, vertex_normals
-from ntdm_cli.render.features import covered_pixels
+from ntdm_cli.render.features import attributes_at, covered_pixels, scatter_covered, uv_at
 
 
 class SurfaceFragments:
@@ -32,8 +32,7 @@ class SurfaceFragments:
 
     def _full(self, values: torch.Tensor) -> torch.Tensor:
         N, H, W = self.mask.shape
-        flat = values.new_zeros((N * H * W, values.shape[-1])).index_copy(0, self.idx, values)
-        return flat.reshape(N, H, W, -1)
+        return scatter_covered(self.idx, values, N * H * W).reshape(N, H, W, -1)
 
     @functools.cached_property
     def uv(self) -> torch.Tensor:
@@ -56,12 +55,9 @@ def rasterize_surface(verts: torch.Tensor, faces: torch.Tensor, verts_uvs: torch
     frags = rasterize(screen, faces, image_size=image_size, faces_per_pixel=1)
     N, H, W = frags.pix_to_face.shape[:3]
     idx, face, bary = covered_pixels(frags)
-    tri_uv = verts_uvs.to(bary.dtype).index_select(0, faces_uvs.index_select(0, face).reshape(-1)).reshape(-1, 3, 2)
-    uv_c = (bary[..., None] * tri_uv).sum(1)  # (M, 2)
+    uv_c = uv_at(face, bary, verts_uvs, faces_uvs)  # (M, 2)
     attrs = torch.cat([vertex_normals(verts, faces), verts], -1)  # (N, V, 6)
-    V = attrs.shape[1]
-    vidx = faces.index_select(0, face) + (idx // (H * W) * V)[:, None]  # (M, 3) rows of attrs.reshape(-1, 6)
-    pix = (bary.to(attrs.dtype)[..., None] * attrs.reshape(-1, 6).index_select(0, vidx.reshape(-1)).reshape(-1, 3, 6)).sum(1)
+    pix = attributes_at(idx, face, bary, faces, attrs, H * W)  # (M, 6)
     normals = F.normalize(pix[:, :3], dim=-1)
     centre = camera_center(viewpoint.azimuth, viewpoint.elevation, viewpoint.distance)  # (N, 3)
     to_cam = F.normalize(centre.index_select(0, idx // (H * W)) - pix[:, 3:], dim=-1)

@@ -24,8 +24,27 @@ def covered_pixels(fragments: Fragments) -> tuple[torch.Tensor, torch.Tensor, to
     return idx, p2f.index_select(0, idx), bary
 
 
-def _scatter(idx: torch.Tensor, values: torch.Tensor, total: int) -> torch.Tensor:
+def scatter_covered(idx: torch.Tensor, values: torch.Tensor, total: int) -> torch.Tensor:
+    """Values (M, ...) of the covered pixels ``idx`` -> (total, ...) with zeros elsewhere."""
     return values.new_zeros((total,) + tuple(values.shape[1:])).index_copy(0, idx, values)
+
+
+def uv_at(face: torch.Tensor, bary: torch.Tensor, verts_uvs: torch.Tensor, faces_uvs: torch.Tensor) -> torch.Tensor:
+    """UV (M, 2) of covered pixels (face (M,), bary (M, 3) from :func:`covered_pixels`)."""
+    tri_uv = verts_uvs.to(bary.dtype).index_select(0, faces_uvs.index_select(0, face).reshape(-1)).reshape(-1, 3, 2)
+    return (bary[..., None] * tri_uv).sum(1)
+
+
+def attributes_at(idx: torch.Tensor, face: torch.Tensor, bary: torch.Tensor, faces: torch.Tensor, attrs: torch.Tensor,
+                  pixels_per_image: int) -> torch.Tensor:
+    """Per-vertex attributes attrs (N, V, D) (or (1, V, D) shared) interpolated at covered pixels: (M, D).
+    ``pixels_per_image`` = H·W tells which image each flat index ``idx`` belongs to."""
+    V, D = attrs.shape[1], attrs.shape[2]
+    vidx = faces.index_select(0, face)
+    if attrs.shape[0] != 1:
+        vidx = vidx + (idx // pixels_per_image * V)[:, None]
+    tri = attrs.reshape(-1, D).index_select(0, vidx.reshape(-1)).reshape(-1, 3, D)
+    return (bary.to(tri.dtype)[..., None] * tri).sum(1)
 
 
 def interpolate_uv(fragments: Fragments, verts_uvs: torch.Tensor, faces_uvs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,9 +55,8 @@ def interpolate_uv(fragments: Fragments, verts_uvs: torch.Tensor, faces_uvs: tor
     """
     N, H, W, _ = fragments.pix_to_face.shape
     idx, face, bary = covered_pixels(fragments)
-    tri_uv = verts_uvs.to(bary.dtype).index_select(0, faces_uvs.index_select(0, face).reshape(-1)).reshape(-1, 3, 2)
-    uv = (bary[..., None] * tri_uv).sum(1)
-    return _scatter(idx, uv, N * H * W).reshape(N, H, W, 2), fragments.mask
+    uv = uv_at(face, bary, verts_uvs, faces_uvs)
+    return scatter_covered(idx, uv, N * H * W).reshape(N, H, W, 2), fragments.mask
 
 
 def sample_texture(fragments: Fragments, verts_uvs: torch.Tensor, faces_uvs: torch.Tensor, texture: torch.Tensor,
@@ -55,8 +73,7 @@ def sample_texture(fragments: Fragments, verts_uvs: torch.Tensor, faces_uvs: tor
         raise ValueError(f"texture must have shape (N or 1, C, Q, Q) with N = {N}, got {tuple(texture.shape)}")
     C = texture.shape[1]
     idx, face, bary = covered_pixels(fragments)
-    tri_uv = verts_uvs.to(bary.dtype).index_select(0, faces_uvs.index_select(0, face).reshape(-1)).reshape(-1, 3, 2)
-    uv = (bary[..., None] * tri_uv).sum(1).to(texture.dtype)  # (M, 2)
+    uv = uv_at(face, bary, verts_uvs, faces_uvs).to(texture.dtype)  # (M, 2)
     grid = 2 * uv - 1
     if texture.shape[0] == 1:
         vals = F.grid_sample(texture, grid.view(1, 1, -1, 2), mode=mode, align_corners=False)[0, :, 0]  # (C, M)
@@ -86,16 +103,12 @@ def interpolate_vertex_attributes(fragments: Fragments, faces: torch.Tensor, att
     N, H, W, _ = fragments.pix_to_face.shape
     if attrs.dim() == 2:
         attrs = attrs[None]
-    V, D = attrs.shape[1], attrs.shape[2]
+    if attrs.shape[0] not in (1, N):
+        raise ValueError(f"attrs must have shape (N, V, D) with N = {N} or (V, D), got {tuple(attrs.shape)}")
     idx, face, bary = covered_pixels(fragments)
-    vidx = faces.index_select(0, face)
-    if attrs.shape[0] != 1:
-        if attrs.shape[0] != N:
-            raise ValueError(f"attrs must have shape (N, V, D) with N = {N} or (V, D), got {tuple(attrs.shape)}")
-        vidx = vidx + (idx // (H * W) * V)[:, None]
-    tri = attrs.reshape(-1, D).index_select(0, vidx.reshape(-1)).reshape(-1, 3, D)
-    vals = (bary.to(tri.dtype)[..., None] * tri).sum(1)
-    return _scatter(idx, vals, N * H * W).reshape(N, H, W, D)
+    vals = attributes_at(idx, face, bary, faces, attrs, H * W)
+    return scatter_covered(idx, vals, N * H * W).reshape(N, H, W, attrs.shape[2])
 
 
-__all__ = ["covered_pixels", "interpolate_uv", "interpolate_vertex_attributes", "sample_texture"]
+__all__ = ["attributes_at", "covered_pixels", "interpolate_uv", "interpolate_vertex_attributes", "sample_texture",
+           "scatter_covered", "uv_at"]
