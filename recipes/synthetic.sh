@@ -8,7 +8,8 @@
 #   demo  6 categories x 300 images, small backbone, 8 epochs, 13-15 minutes (make demo: 15.6-19 with set-up;
 #         far below the targets)
 #   cpu   6 categories x 1000 images, small backbone, 12 epochs, ~55 minutes (the larger run in README Results)
-#   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU)
+#   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU; PRETRAINED=resnet50.pth for
+#         ImageNet weights)
 # BACKBONE=small-s4 trains the demo/cpu network at stride 4 (observed on a stride-2 grid): 4x the
 # cells on an object (no pose gain measured at 10 epochs), 1.8x the training time; its grid is
 # scored at stride 8 (infer.grid_pool=2), about 2x the inference time (see README Results).
@@ -56,6 +57,8 @@ case "$SCALE" in
   full)
     CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=${EPOCHS:-200}; EVAL_LIMIT=200; OODLIMIT=50
     FIT=(); TRAIN=(); INFER=(--set infer.shortlist=3)
+    # PRETRAINED=/path/to/resnet50.pth: ImageNet weights (torchvision layout) for the ResNet-50, as in the paper
+    if [ -n "${PRETRAINED:-}" ]; then TRAIN+=(--pretrained "$PRETRAINED"); fi
     ;;
   *) echo "SCALE must be tiny, demo, cpu or full (got $SCALE)" >&2; exit 2 ;;
 esac
