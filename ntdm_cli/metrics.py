@@ -202,6 +202,18 @@ class ImageResult:
     visible_iou: float  # NaN when a mask is missing
     pose_error_sym: float | None = None  # radians, symmetry-aware error; None: the CAD is not symmetric
     pose_error_true_class: float = float("nan")  # radians, pose solved for the annotated class; NaN: not solved
+    # loss of the answer and of the annotation (annotated class, pose and shape) under the model; NaN: unknown
+    loss: float = float("nan")
+    annotated_loss: float = float("nan")
+
+    @property
+    def search_failure(self) -> bool | None:
+        """For a wrong pose: the annotation scores better than the answer, so the optimiser missed a
+        better optimum (True), or the model prefers the wrong answer (False, a model failure); None
+        when the losses are unknown."""
+        if not (math.isfinite(self.loss) and math.isfinite(self.annotated_loss)):
+            return None
+        return self.annotated_loss < self.loss
 
     @property
     def correct_class(self) -> bool:
@@ -222,7 +234,10 @@ class ImageResult:
 METRIC_KEYS = ("n", "acc_pi_6", "acc_pi_18", "median_error_deg", "mean_error_deg", "n_non_finite",
                "amodal_iou", "n_amodal", "visible_iou", "n_visible", "class_acc", "n_symmetric", "acc_pi_6_sym",
                "acc_pi_18_sym", "median_error_sym_deg", "n_true_class", "acc_pi_6_true_class",
-               "acc_pi_18_true_class")
+               "acc_pi_18_true_class", "n_wrong", "n_search_failures", "n_model_failures", "n_flips")
+
+#: Pose errors above this are counted as near-180° flips (front/back or left/right confusions).
+FLIP_THRESHOLD = 5 * math.pi / 6
 
 
 def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
@@ -236,7 +251,10 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
     metrics with the symmetry-aware error for those images, and ``n_true_class`` (images whose
     annotated class was solved) with ``acc_pi_6_true_class``, ``acc_pi_18_true_class``: the accuracy
     of the pose solved for the annotated class (pose given the class, NeMo's protocol; the plain
-    columns score the predicted class's pose). Fractions are NaN for an empty group."""
+    columns score the predicted class's pose). Of the ``n_wrong`` images with error ≥ π/6,
+    ``n_search_failures`` / ``n_model_failures`` count those whose annotation scores better / not
+    better than the answer (images without the two losses are in neither), and ``n_flips`` those with
+    error above 150° (:data:`FLIP_THRESHOLD`). Fractions are NaN for an empty group."""
     err = np.array([r.pose_error for r in results], dtype=np.float64)
     sym = np.array([r.sym_error for r in results], dtype=np.float64)
     amodal, n_amodal = _nanmean(np.array([r.amodal_iou for r in results], dtype=np.float64))
@@ -262,6 +280,10 @@ def summarize(results: Sequence[ImageResult]) -> dict[str, float | int]:
         "n_true_class": int(given.size),
         "acc_pi_6_true_class": accuracy_at(given, PI_6),
         "acc_pi_18_true_class": accuracy_at(given, PI_18),
+        "n_wrong": int(sum(r.pose_error >= PI_6 for r in results)),
+        "n_search_failures": int(sum(r.pose_error >= PI_6 and r.search_failure is True for r in results)),
+        "n_model_failures": int(sum(r.pose_error >= PI_6 and r.search_failure is False for r in results)),
+        "n_flips": int(sum(r.pose_error > FLIP_THRESHOLD for r in results)),
     }
 
 
@@ -312,6 +334,8 @@ def _macro(summaries: list[Mapping[str, Any]]) -> dict[str, float | int] | None:
     out: dict[str, float | int] = {"n": int(sum(s["n"] for s in summaries)), "n_groups": len(summaries)}
     out["n_symmetric"] = int(sum(s.get("n_symmetric", 0) for s in summaries))
     out["n_true_class"] = int(sum(s.get("n_true_class", 0) for s in summaries))
+    for key in ("n_wrong", "n_search_failures", "n_model_failures", "n_flips"):
+        out[key] = int(sum(s.get(key, 0) for s in summaries))
     for key in ("acc_pi_6", "acc_pi_18", "median_error_deg", "mean_error_deg", "amodal_iou", "visible_iou",
                 "class_acc", "acc_pi_6_sym", "acc_pi_18_sym", "median_error_sym_deg", "acc_pi_6_true_class",
                 "acc_pi_18_true_class"):

@@ -455,3 +455,30 @@ def test_pose_given_the_true_class(tmp_path):
                             extra=lambda ids, ang: {"category_viewpoints": np.zeros((len(ids), 3, 4))})
     with pytest.raises(NtdmError, match="category_viewpoints"):
         run_eval([bad], tmp_path, tmp_path / "r2", ground_truth=FakeGroundTruth(gt))
+
+
+def test_search_and_model_failures(tmp_path):
+    """Wrong poses are split by the loss at the annotation: car/b (40° off) has an answer loss of 0.5
+    and an annotation loss of 0.2, so the optimiser missed a better optimum (search failure); car/d
+    (180° off: a flip) has an answer loss of 0.3 and an annotation loss of 0.6, so the model prefers
+    the wrong pose (model failure). Right answers are in neither column."""
+    gt = make_ground_truth()
+    answer = {"car/a": 0.1, "car/b": 0.5, "bus/c": 0.2, "car/d": 0.3, "bus/e": 0.4}
+    at_annotation = {"car/a": 0.15, "car/b": 0.2, "bus/c": 0.25, "car/d": 0.6, "bus/e": 0.45}
+
+    def losses(ids, ang):
+        return {"loss": np.array([answer[i] for i in ids]),
+                "annotated_loss": np.array([at_annotation[i] for i in ids])}
+
+    pred = write_predictions(tmp_path / "p.h5", gt, offsets={"car/b": (40, 0, 0), "car/d": (180, 0, 0)}, extra=losses)
+    runs, files = run_eval([pred], tmp_path, tmp_path / "report", ground_truth=FakeGroundTruth(gt))
+    s = runs[0].summary["all"]
+    assert (s["n_wrong"], s["n_search_failures"], s["n_model_failures"], s["n_flips"]) == (2, 1, 1, 1)
+    by = {r.image_id: r for r in runs[0].results}
+    assert by["car/b"].search_failure is True and by["car/d"].search_failure is False
+    md = files["markdown"].read_text()
+    assert "search failures" in md and "model failures" in md and "*search / model failures*" in md
+    # without the losses the columns are left out
+    plain = write_predictions(tmp_path / "plain.h5", gt, offsets={"car/b": (40, 0, 0)})
+    runs, files = run_eval([plain], tmp_path, tmp_path / "r2", ground_truth=FakeGroundTruth(gt))
+    assert runs[0].summary["all"]["n_search_failures"] == 0 and "search failures" not in files["markdown"].read_text()

@@ -139,3 +139,26 @@ def test_precision_options_train_alike(tiny_pipeline, tmp_path):
     with torch.no_grad():
         f = {k: load_model(v).backbone.eval()(x) for k, v in out.items()}
     assert (f["off"] * f["bf16"]).sum(1).mean() > 0.9
+
+
+def test_pretrained_effnet_trains_with_a_cached_frozen_body(tiny_pipeline, tmp_path):
+    """effnet-lite0 from its ImageNet checkpoint, body frozen (outputs cached once), head and textures
+    trained: the loss falls every epoch, the stored body equals the checkpoint's, and the model
+    artifact reads back as a working backbone."""
+    from ntdm_cli.model.backbone import make_backbone
+
+    out = tmp_path / "effnet.h5"
+    run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
+            "-o", str(out), "--epochs", "3", *TINY_TRAIN, "--set", "train.backbone=effnet-lite0",
+            "--set", "train.class_calib_images=0", "--set", "train.lr=5e-3")
+    loss = read_artifact(out, "model")["curves/loss"]
+    assert len(loss) == 3 and loss[2] < loss[1] < loss[0], loss
+    model = load_model(out)
+    ref = make_backbone("effnet-lite0", 16)
+    ref.load_pretrained()
+    trained = model.backbone.state_dict()
+    for k, v in ref.state_dict().items():
+        if not k.startswith(("fuse", "proj")):
+            assert torch.equal(trained[k], v), k  # frozen: weights and BatchNorm statistics as pretrained
+    f = model.backbone(torch.rand(1, 3, 64, 64))
+    assert f.shape == (1, 16, 8, 8)

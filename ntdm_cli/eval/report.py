@@ -98,6 +98,8 @@ class Predictions:
     nuisance: list[str]
     categories: list[str]  # candidate classes of the model ((C,), may be empty)
     category_angles: np.ndarray | None = None  # (N, C, 3) pose solved for each class (NaN: not solved), or None
+    loss: np.ndarray | None = None  # (N,) loss of the answer, or None
+    annotated_loss: np.ndarray | None = None  # (N,) loss at the annotation (NaN: not computed), or None
     artifact: LazyArtifact | None = None
     index: dict[str, int] = field(default_factory=dict)
 
@@ -168,7 +170,8 @@ def load_predictions(path: str | os.PathLike, label: str) -> Predictions:
             label=label, path=art.path, attrs=dict(art.attrs), image_ids=[str(i) for i in ids],
             category=strings("category", None), angles=angles, rotation=rotation,
             occlusion_level=np.zeros(n, np.int64) if occ is None else occ,
-            nuisance=strings("nuisance", ""), categories=cats, category_angles=per_class, artifact=art,
+            nuisance=strings("nuisance", ""), categories=cats, category_angles=per_class,
+            loss=arr("loss", required=False), annotated_loss=arr("annotated_loss", required=False), artifact=art,
         )
         preds.index = {image_id: i for i, image_id in enumerate(preds.image_ids)}
         if len(preds.index) != n:
@@ -281,6 +284,8 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
         occlusion_level=int(gt.occlusion_level), nuisance=gt.nuisance, pose_error=err,
         amodal_iou=ious["amodal"], visible_iou=ious["visible"], pose_error_sym=err_sym,
         pose_error_true_class=err_true,
+        loss=float(preds.loss[i]) if preds.loss is not None else float("nan"),
+        annotated_loss=float(preds.annotated_loss[i]) if preds.annotated_loss is not None else float("nan"),
     )
     run.results.append(result)
     if k_worst > 0:
@@ -483,6 +488,21 @@ _TRUE_CLASS_COLUMNS = [
 ]
 
 
+#: Extra columns when the predictions carry the loss at the annotation: why the wrong poses are wrong.
+_FAILURE_COLUMNS = [
+    ("n_wrong", "n err ≥ π/6", lambda x: str(x)),
+    ("n_search_failures", "search failures", lambda x: str(x)),
+    ("n_model_failures", "model failures", lambda x: str(x)),
+    ("n_flips", "flips > 150°", lambda x: str(x)),
+]
+
+
+def _has_failures(runs: Sequence[RunResult]) -> bool:
+    """Whether some run knows the loss at the annotation of some image."""
+    return any(r.summary["all"].get("n_search_failures", 0) + r.summary["all"].get("n_model_failures", 0)
+               for r in runs)
+
+
 def _has_true_class(runs: Sequence[RunResult]) -> bool:
     """Whether some run scored the pose solved for the annotated class."""
     return any(r.summary["all"].get("n_true_class", 0) for r in runs)
@@ -494,6 +514,8 @@ def _columns(runs: Sequence[RunResult]) -> list:
         cols += _TRUE_CLASS_COLUMNS
     if _has_symmetric(runs):
         cols += _SYM_COLUMNS
+    if _has_failures(runs):
+        cols += _FAILURE_COLUMNS
     return cols
 
 
@@ -598,6 +620,10 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
         parts += ["*true class*: the pose solved for the annotated class (pose given the class, as NeMo "
                   "evaluates), over the images where that class was solved; the plain columns score the pose "
                   "of the predicted class.", ""]
+    if _has_failures(runs):
+        parts += ["*search / model failures*: of the images with pose error ≥ π/6, those whose annotation "
+                  "(annotated class, pose and shape) scores a lower loss than the answer (the optimiser missed "
+                  "it) / not lower (the model prefers the wrong answer). *flips*: error above 150°.", ""]
     parts += ["## Summary (all scored images)", "", _md_table(*summary_table(runs)), ""]
     if not same_image_sets(runs):
         parts += ["**Note:** the runs were scored on different image sets (column n); compare with care.", ""]

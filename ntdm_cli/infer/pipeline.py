@@ -16,8 +16,8 @@ from ntdm_cli.console import progress
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.infer.classify import background_loss, classify
-from ntdm_cli.infer.solver import (InferConfig, RenderCompare, SolveResult, background_scores, bank_centres,
-                                   solve_batch)
+from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, SolveResult, background_scores,
+                                   bank_centres, solve_batch)
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
@@ -39,6 +39,22 @@ class InferInput:
     occlusion_level: int = 0
     nuisance: str = ""
     image_path: str = ""
+    annotation: "Annotation | None" = None  # the ground truth of a dataset sample, in the crop frame
+
+
+@dataclass
+class Annotation:
+    """A dataset sample's ground truth in the crop frame, as a hypothesis the solver can score:
+    the annotated category, viewpoint (radians, distance in object units), CAD index (0-based: the
+    deformer latent) and per-axis instance scale."""
+
+    category: str
+    azimuth: float
+    elevation: float
+    theta: float
+    distance: float
+    cad_index: int
+    instance_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 def load_image_file(path: Path) -> np.ndarray:
@@ -117,9 +133,13 @@ def input_from_sample(sample, crop_hw, target_distance: float, known_category: b
     from ntdm_cli.data.preprocess import preprocess
 
     crop, t = preprocess(sample, crop_hw, target_distance)
+    vp = crop.viewpoint or {}
+    annotation = None if not all(k in vp for k in ("azimuth", "elevation", "theta", "distance")) else Annotation(crop.category, float(vp["azimuth"]), float(vp["elevation"]), float(vp["theta"]),
+                            float(vp["distance"]), int(crop.cad_index),
+                            tuple(float(x) for x in (crop.instance_scale or (1.0, 1.0, 1.0))))
     return InferInput(image_id=sample.image_id, crop=crop.image, transform=t, original_size=sample.image.shape[:2],
                       category=sample.category if known_category else None, occlusion_level=sample.occlusion_level,
-                      nuisance=sample.nuisance, image_path=sample.image_path)
+                      nuisance=sample.nuisance, image_path=sample.image_path, annotation=annotation)
 
 
 @dataclass
@@ -131,6 +151,7 @@ class Prediction:
     category_probs: dict[str, float]  # over the tried categories (calibrated when the model is)
     category_viewpoints: dict[str, dict]  # the pose solved for each tried category, original image frame
     background_loss: float  # loss of the object-absent hypothesis (infer.classify.background_loss)
+    annotated_loss: float  # loss of the annotated category at the annotated pose and shape (NaN: none)
     result: SolveResult
     viewpoint: dict  # original image frame
     amodal: np.ndarray
@@ -213,16 +234,17 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             continue
         rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
                            (w / 2.0, h / 2.0), feature_stride(model.backbone), bg=bg[rows])
-        for i, res in zip(rows, solve_batch(rc, cfg, generator)):
-            solved[(i, cat)] = (res, rc)
+        for r, (i, res) in enumerate(zip(rows, solve_batch(rc, cfg, generator))):
+            solved[(i, cat)] = (res, rc, r)
             timing[i]["init"] += res.timing["init"]
             timing[i]["optimise"] += res.timing["optimise"]
+    annotated = annotated_losses(inputs, features, model, cfg, clutter, bg, solved)
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
         losses = {c: solved[(i, c)][0].loss for c in tried[i]}
         cat, probs = classify(losses, bg_loss[i], model.categories, model.calibration if cfg.calibrated else None)
-        res, rc = solved[(i, cat)]
+        res, rc, _ = solved[(i, cat)]
         amodal, visible = final_masks(rc, res.best, (h, w))
         hyp = res.best
         per_class = {c: unpreprocess_viewpoint(_crop_viewpoint(solved[(i, c)][0].best, (h, w)), inp.transform)
@@ -234,11 +256,54 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         timing[i]["total"] = sum(timing[i].values())
         preds.append(Prediction(
             image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses,
-            category_probs=probs, category_viewpoints=per_class, background_loss=bg_loss[i], result=res,
+            category_probs=probs, category_viewpoints=per_class, background_loss=bg_loss[i],
+            annotated_loss=annotated[i], result=res,
             viewpoint=per_class[cat],
             amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
             crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
     return preds
+
+
+def annotation_hypothesis(ann: Annotation, num_latents: int, image: int, device) -> Hypotheses:
+    """The (1,) hypothesis of an annotation explaining image ``image`` of a batch: its pose, the
+    one-hot latent of its CAD and the log of its instance scale."""
+    latent = torch.zeros(1, num_latents, device=device)
+    latent[0, min(ann.cad_index, num_latents - 1)] = 1.0
+
+    def one(x: float) -> torch.Tensor:
+        return torch.tensor([x], dtype=torch.float32, device=device)
+
+    return Hypotheses(one(ann.azimuth), one(ann.elevation), one(ann.theta), one(ann.distance), latent,
+                      torch.tensor([ann.instance_scale], dtype=torch.float32, device=device).log(),
+                      image=torch.tensor([image], device=device))
+
+
+@torch.no_grad()
+def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NTDMModel, cfg: InferConfig,
+                     clutter: torch.Tensor, bg: torch.Tensor, solved: dict) -> list[float]:
+    """Loss of each input's annotation (its category at the annotated pose and shape), scored exactly
+    as the solver scores its answers; NaN for inputs without an annotation of a category the model
+    has. Comparing it with the answer's loss tells a search failure (the annotation scores better:
+    the optimiser missed it) from a model failure (the model prefers a wrong answer)."""
+    out = [float("nan")] * len(inputs)
+    h, w = features.shape[-2:]
+    for i, inp in enumerate(inputs):
+        ann = inp.annotation
+        if ann is None or ann.category not in model.textures:
+            continue
+        found = solved.get((i, ann.category))
+        if found is not None:  # reuse that category's scorer: image i is row `rows.index(i)` of its batch
+            rc = found[1]
+            row = int(found[2])
+        else:
+            crop_h, crop_w = inp.crop.shape[:2]
+            rc = RenderCompare(features[i:i + 1], model.deformers[ann.category], model.textures[ann.category], clutter,
+                               cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), feature_stride(model.backbone),
+                               bg=bg[i:i + 1])
+            row = 0
+        hyp = annotation_hypothesis(ann, model.deformers[ann.category].num_latents, row, features.device)
+        out[i] = float(rc.losses(hyp)[0])
+    return out
 
 
 def infer_one(inp: InferInput, model: NTDMModel, cfg: InferConfig, device, generator: torch.Generator,
@@ -284,6 +349,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
         "category_viewpoints": cview,
         "loss": np.array([p.result.loss for p in preds]),
         "background_loss": np.array([p.background_loss for p in preds]),
+        "annotated_loss": np.array([p.annotated_loss for p in preds], dtype=np.float64),
         "init_loss": np.array([p.result.init_loss for p in preds]),
         "rotation": rot.numpy(),
         "occlusion_level": np.array([p.inp.occlusion_level for p in preds], dtype=np.int64),

