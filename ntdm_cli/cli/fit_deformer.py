@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ntdm_cli.cli.common import output_folder_ok, state
+from ntdm_cli.cli.common import output_file_ok, state
 from ntdm_cli.console import info, out
 
 
@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
             raise NtdmUsageError(f"--preset {preset!r}: expected full or demo")
         st = state(ctx)
         cfg = st.config.get("deformer", DemoDeformerConfig if preset == "demo" else DeformerConfig)
-        output_folder_ok(output, "--output")
+        output_file_ok(output, "--output")
         result = run_fit_deformer(inputs, output, cfg, category=category, device=st.torch_device(),
                                   config_yaml=st.config.to_yaml())
         print_errors(result)

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ntdm_cli.cli.common import output_folder_ok, state
+from ntdm_cli.cli.common import output_file_ok, state
 from ntdm_cli.console import out
 from ntdm_cli.errors import NtdmUsageError
 
@@ -57,7 +57,7 @@ def train_textures_cmd(
     infer_cfg = st.config.get("infer")  # the settings the class calibration solves with (--set infer.*)
     if not data.is_dir():
         raise NtdmUsageError(f"--data {data}: no such folder")
-    output_folder_ok(output, "--output")
+    output_file_ok(output, "--output")
     if resume is not None and not resume.is_file():
         raise NtdmUsageError(f"--resume {resume}: no such file")
     cats = [c for c in categories.split(",") if c] if categories else None

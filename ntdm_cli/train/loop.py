@@ -74,8 +74,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("feature_dim", "texture_size", "num_bins", "epochs", "batch_size", "positives", "negatives",
-                     "bank_size", "calib_every", "classifier_pool", "observe_upsample"):
-            if getattr(self, name) <= 0:
+                     "bank_size", "calib_every", "classifier_pool", "observe_upsample", "lr", "tau", "temperature"):
+            if not getattr(self, name) > 0:
                 raise NtdmUsageError(f"train.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
             raise NtdmUsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
