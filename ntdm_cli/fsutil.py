@@ -47,30 +47,39 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(path: Path) -> int:
-    """Delete the temp files ``.NAME.<pid>-*.tmp`` that a killed writer of ``path`` left behind (their
-    pid is not running; unnamed ones once older than an hour). Returns how many were removed."""
-    folder, removed = _folder_of(path), 0
+_SWEPT: set[str] = set()  # folders already cleaned by this process
+
+
+def _stale(tmp: Path) -> bool:
+    """A temp file ``.NAME.<pid>-<random>.tmp`` whose writer is not running (unnamed ones: older
+    than an hour)."""
+    middle = tmp.name[1: -len(".tmp")].rsplit(".", 1)[-1]
+    pid_text = middle.split("-", 1)[0]
+    if "-" in middle and pid_text.isdigit():
+        return int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+    return time.time() - tmp.stat().st_mtime > _UNOWNED_STALE_S
+
+
+def remove_stale_temps(folder: Path, force: bool = False) -> int:
+    """Delete the temp files ``.NAME.*.tmp`` in ``folder`` that killed writers left behind (see
+    :func:`_stale`); once per folder and process unless ``force``. Returns how many were removed."""
+    key = str(folder.resolve())
+    if key in _SWEPT and not force:
+        return 0
+    _SWEPT.add(key)
+    removed = 0
     try:
-        candidates = list(folder.glob(f".{_glob_escape(path.name)}.*.tmp"))
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".") and e.name.endswith(".tmp")]
     except OSError:
         return 0
-    for tmp in candidates:
-        middle = tmp.name[len(path.name) + 2: -len(".tmp")]
-        pid_text = middle.split("-", 1)[0]
+    for e in entries:
         try:
-            stale = not _pid_alive(int(pid_text)) if pid_text.isdigit() and "-" in middle else \
-                time.time() - tmp.stat().st_mtime > _UNOWNED_STALE_S
-            if stale:
-                tmp.unlink()
+            if e.is_file(follow_symlinks=False) and _stale(Path(e.path)):
+                os.unlink(e.path)
                 removed += 1
         except OSError:
             pass
     return removed
-
-
-def _glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
 def write_failure(path: os.PathLike, exc: OSError) -> NtdmError:
@@ -90,13 +99,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     The temp file is ``.NAME.<pid>-<random>.tmp`` (unique per process, so concurrent writers never
     share one), gets the umask's permissions like any new file, and is removed on any failure,
     Ctrl-C or SIGTERM, so ``path`` is either complete or untouched. Stale temp files of ``path`` left
-    by killed writers are removed first. An OSError (full disk, read-only folder) becomes one
+    by killed writers in the folder are removed first. An OSError (full disk, read-only folder) becomes one
     :class:`NtdmError` line naming ``path``."""
     path = Path(path)
     folder = _folder_of(path)
     if not folder.is_dir():
         raise NtdmError(f"{short(path)}: folder {short(folder)} does not exist")
-    remove_stale_temps(path)
+    remove_stale_temps(folder)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=folder)
     except OSError as exc:
@@ -184,3 +193,33 @@ def make_output_folder(path: str | os.PathLike, option: str, inputs: Iterable[In
     except OSError as exc:
         raise NtdmUsageError(f"{option} {short(path)}: cannot create the folder ({exc.strerror or exc})")
     return path
+
+
+class FolderLock:
+    """An exclusive advisory lock (flock) on a folder, held while a command writes into it; a second
+    process is refused at once with one line instead of racing on the same files. Nothing is
+    written to the folder; the lock goes away with the process. A context manager."""
+
+    def __init__(self, folder: os.PathLike, option: str, what: str):
+        self.folder, self.option, self.what = Path(folder), option, what
+        self._fd: int | None = None
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+
+        fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise NtdmError(f"{self.option} {short(self.folder)}: another {self.what} is writing this folder; "
+                            f"wait for it to finish or use another folder")
+        except OSError:  # file systems without flock: no protection beyond the unique temp names
+            pass
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None

@@ -156,9 +156,9 @@ def write_record(path: str | os.PathLike, filename: str, width: int, height: int
         "objects": _struct_array(objs) if objs else np.zeros((0, 0)),
     })
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.mat")
-    scipy.io.savemat(tmp, {"record": record}, do_compression=True)
-    os.replace(tmp, path)
+    from ntdm_cli.fsutil import atomic_write
+
+    atomic_write(path, lambda tmp: scipy.io.savemat(tmp, {"record": record}, do_compression=True))
 
 
 def _scalar(x: Any) -> float:
