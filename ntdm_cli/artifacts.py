@@ -174,7 +174,11 @@ def _read_group(group: h5py.Group) -> dict[str, Any]:
 
 
 def _open(path: Path) -> h5py.File:
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long, a loop of links
+        raise MissingArtifactError(f"{short(path)}: not a usable path ({exc.strerror or exc.__class__.__name__})")
+    if not exists:
         raise MissingArtifactError(f"{short(path)}: no such file")
     if path.is_dir():
         raise ArtifactError(f"{short(path)}: is a folder, expected an HDF5 artifact")
