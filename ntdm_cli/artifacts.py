@@ -9,6 +9,7 @@ leaves a half-written artifact. No pickle anywhere.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 import yaml
 
 from ntdm_cli import __version__
-from ntdm_cli.errors import ArtifactError
+from ntdm_cli.errors import ArtifactError, MissingArtifactError, short
 from ntdm_cli.fsutil import atomic_write
 
 #: Current schema version of each artifact kind. Bump when a reader could misread older files.
@@ -34,6 +35,10 @@ SCHEMA_VERSIONS: dict[str, int] = {
 }
 
 _STR = h5py.string_dtype("utf-8")
+
+#: the largest root attribute (characters or bytes) a reader accepts: real ones (the command line,
+#: the config YAML) are a few kB; a larger one means a damaged or hostile file
+MAX_ATTR_BYTES = 1 << 20
 
 
 def command_line() -> str:
@@ -91,18 +96,27 @@ def write_artifact(
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ArtifactError(f"{path}: folder {folder} does not exist")
+        raise ArtifactError(f"{short(path)}: folder {folder} does not exist")
+
+    # HDF5 is built in memory and written with plain file I/O: on a full disk HDF5's own writes fail
+    # in object destructors (a flood of "Exception ignored" lines, even a segfault), plain writes
+    # raise one OSError that atomic_write turns into one line
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["kind"] = kind
+        f.attrs["schema_version"] = SCHEMA_VERSIONS[kind]
+        f.attrs["ntdm_version"] = __version__
+        f.attrs["created_by"] = created_by if created_by is not None else command_line()
+        f.attrs["config"] = config_yaml
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+        _write_group(f, data)
 
     def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["kind"] = kind
-            f.attrs["schema_version"] = SCHEMA_VERSIONS[kind]
-            f.attrs["ntdm_version"] = __version__
-            f.attrs["created_by"] = created_by if created_by is not None else command_line()
-            f.attrs["config"] = config_yaml
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = v
-            _write_group(f, data)
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
 
     return atomic_write(path, write)
 
@@ -123,13 +137,13 @@ class Artifact:
         try:
             return yaml.safe_load(text) or {}
         except yaml.YAMLError:
-            raise ArtifactError(f"{self.path}: the stored config is not valid YAML")
+            raise ArtifactError(f"{short(self.path)}: the stored config is not valid YAML")
 
     def __getitem__(self, key: str) -> Any:
         node: Any = self.data
         for part in key.split("/"):
             if not isinstance(node, dict) or part not in node:
-                raise ArtifactError(f"{self.path}: {self.kind} artifact has no '{key}'")
+                raise ArtifactError(f"{short(self.path)}: {self.kind} artifact has no '{key}'")
             node = node[part]
         return node
 
@@ -160,21 +174,52 @@ def _read_group(group: h5py.Group) -> dict[str, Any]:
 
 
 def _open(path: Path) -> h5py.File:
-    if not path.exists():
-        raise ArtifactError(f"{path}: no such file")
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long, a loop of links
+        raise MissingArtifactError(f"{short(path)}: not a usable path ({exc.strerror or exc.__class__.__name__})")
+    if not exists:
+        raise MissingArtifactError(f"{short(path)}: no such file")
     if path.is_dir():
-        raise ArtifactError(f"{path}: is a folder, expected an HDF5 artifact")
+        raise ArtifactError(f"{short(path)}: is a folder, expected an HDF5 artifact")
     try:
         return h5py.File(path, "r")
     except OSError:
-        raise ArtifactError(f"{path}: not a readable HDF5 file (truncated or not an ntdm artifact)")
+        raise ArtifactError(f"{short(path)}: not a readable HDF5 file (truncated or not an ntdm artifact)")
+
+
+def _attr_size(value: Any) -> int:
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    return int(getattr(value, "nbytes", 0))
+
+
+def read_attrs(f: h5py.File, path: Path) -> dict[str, Any]:
+    """The root attributes (bytes decoded), each at most :data:`MAX_ATTR_BYTES`: a larger one (a
+    100 MB ``created_by`` or ``config``) is refused with one line instead of being parsed or shown."""
+    attrs: dict[str, Any] = {}
+    for name in f.attrs:
+        try:
+            aid = f.attrs.get_id(name)
+            if aid.get_storage_size() > MAX_ATTR_BYTES:
+                raise ArtifactError(f"{short(path)}: attribute '{short(name, 60)}' is {aid.get_storage_size()} "
+                                    f"bytes, more than {MAX_ATTR_BYTES} (damaged or not an ntdm artifact)")
+            value = f.attrs[name]
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"{short(path)}: damaged artifact, cannot read attribute '{short(name, 60)}' "
+                                f"({exc.__class__.__name__})")
+        if _attr_size(value) > MAX_ATTR_BYTES:  # variable-length strings: known only once read
+            raise ArtifactError(f"{short(path)}: attribute '{short(name, 60)}' is {_attr_size(value)} bytes, "
+                                f"more than {MAX_ATTR_BYTES} (damaged or not an ntdm artifact)")
+        attrs[name] = value.decode(errors="replace") if isinstance(value, bytes) else value
+    return attrs
 
 
 def _header(f: h5py.File, path: Path) -> tuple[str, int]:
     kind = f.attrs.get("kind")
     version = f.attrs.get("schema_version")
     if kind is None or version is None:
-        raise ArtifactError(f"{path}: HDF5 file without ntdm 'kind'/'schema_version' attributes")
+        raise ArtifactError(f"{short(path)}: HDF5 file without ntdm 'kind'/'schema_version' attributes")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     return kind, int(version)
 
@@ -183,12 +228,12 @@ def _checked_header(f: h5py.File, path: Path, kinds: tuple[str, ...] | None) -> 
     """(kind, version) after checking the kind is one of ``kinds`` and the version is the supported one."""
     found, version = _header(f, path)
     if kinds is not None and found not in kinds:
-        raise ArtifactError(f"{path}: expected a {' or '.join(kinds)} artifact, found kind '{found}'")
+        raise ArtifactError(f"{short(path)}: expected a {' or '.join(kinds)} artifact, found kind '{short(found, 40)}'")
     expected = SCHEMA_VERSIONS.get(found)
     if expected is None:
-        raise ArtifactError(f"{path}: unknown artifact kind '{found}'")
+        raise ArtifactError(f"{short(path)}: unknown artifact kind '{short(found, 40)}'")
     if version != expected:
-        raise ArtifactError(f"{path}: {found} artifact has schema_version {version}, this ntdm reads version {expected}")
+        raise ArtifactError(f"{short(path)}: {found} artifact has schema_version {version}, this ntdm reads version {expected}")
     return found, version
 
 
@@ -199,10 +244,10 @@ def read_artifact(path: str | os.PathLike, kind: str | tuple[str, ...] | None = 
     with _open(path) as f:
         found, version = _checked_header(f, path, kinds)
         try:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            attrs = read_attrs(f, path)
             data = _read_group(f)
         except (OSError, KeyError, ValueError) as exc:
-            raise ArtifactError(f"{path}: damaged artifact, cannot read its data ({exc.__class__.__name__})")
+            raise ArtifactError(f"{short(path)}: damaged artifact, cannot read its data ({exc.__class__.__name__})")
     return Artifact(path=path, kind=found, schema_version=version, attrs=attrs, data=data)
 
 
@@ -211,7 +256,7 @@ def describe(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[str, s
     path = Path(path)
     with _open(path) as f:
         _header(f, path)
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = read_attrs(f, path)
         rows: list[tuple[str, str, str]] = []
 
         def visit(name: str, obj: Any) -> None:
@@ -222,7 +267,7 @@ def describe(path: str | os.PathLike) -> tuple[dict[str, Any], list[tuple[str, s
         try:
             f.visititems(visit)
         except (OSError, KeyError, RuntimeError):
-            raise ArtifactError(f"{path}: damaged artifact, cannot list its datasets")
+            raise ArtifactError(f"{short(path)}: damaged artifact, cannot list its datasets")
     return attrs, rows
 
 
@@ -237,7 +282,7 @@ class LazyArtifact:
         self.kind = kind
         self.schema_version = schema_version
         self._f = f
-        self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        self.attrs = read_attrs(f, path)
 
     def has(self, key: str) -> bool:
         return key in self._f
@@ -245,20 +290,20 @@ class LazyArtifact:
     def keys(self, group: str = "") -> list[str]:
         node = self._f[group] if group else self._f
         if not isinstance(node, h5py.Group):
-            raise ArtifactError(f"{self.path}: '{group}' is a dataset, not a group")
+            raise ArtifactError(f"{short(self.path)}: '{group}' is a dataset, not a group")
         return list(node.keys())
 
     def read(self, key: str, default: Any = None, *, required: bool = False) -> Any:
         """One dataset (numpy array / str / list of str) or a whole group (nested dict)."""
         if key not in self._f:
             if required:
-                raise ArtifactError(f"{self.path}: {self.kind} artifact has no '{key}'")
+                raise ArtifactError(f"{short(self.path)}: {self.kind} artifact has no '{key}'")
             return default
         item = self._f[key]
         try:
             return _read_group(item) if isinstance(item, h5py.Group) else _read_value(item)
         except (OSError, KeyError, ValueError) as exc:
-            raise ArtifactError(f"{self.path}: damaged artifact, cannot read '{key}' ({exc.__class__.__name__})")
+            raise ArtifactError(f"{short(self.path)}: damaged artifact, cannot read '{key}' ({exc.__class__.__name__})")
 
     def close(self) -> None:
         self._f.close()
@@ -277,7 +322,7 @@ def open_artifact(path: str | os.PathLike, kind: str | tuple[str, ...] | None = 
     f = _open(path)
     try:
         found, version = _checked_header(f, path, kinds)
+        return LazyArtifact(path, f, found, version)
     except BaseException:
         f.close()
         raise
-    return LazyArtifact(path, f, found, version)

@@ -7,6 +7,9 @@ Each stage declares its section with :func:`section`; a command resolves the sec
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib
+import math
 from pathlib import Path
 from typing import Any, Type, TypeVar
 
@@ -16,6 +19,37 @@ from ntdm_cli.errors import ConfigError
 
 _SECTIONS: dict[str, type] = {}
 C = TypeVar("C")
+
+#: the built-in sections and the module that declares each (imported only to check a section's keys)
+BUILTIN_SECTIONS: dict[str, str] = {
+    "deformer": "ntdm_cli.geometry.fit",
+    "train": "ntdm_cli.train.loop",
+    "infer": "ntdm_cli.infer.solver",
+    "synth": "ntdm_cli.data.synth",
+    "eval": "ntdm_cli.eval.report",
+}
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the nearest of ``choices`` (difflib), or an empty string."""
+    near = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def section_class(name: str) -> type | None:
+    """The dataclass of config section ``name`` (importing its module for a built-in one), or None."""
+    if name not in _SECTIONS and name in BUILTIN_SECTIONS:
+        importlib.import_module(BUILTIN_SECTIONS[name])
+    return _SECTIONS.get(name)
+
+
+def check_keys(name: str, keys, fields, where: str = "") -> None:
+    """Refuse a key of section ``name`` that is not one of ``fields``, naming the nearest valid one."""
+    unknown = sorted(set(keys) - set(fields))
+    if unknown:
+        key = unknown[0]
+        raise ConfigError(f"{where}config section {name!r} has no key {key!r}{did_you_mean(key, fields)} "
+                          f"(known: {', '.join(sorted(fields))})")
 
 
 def section(name: str):
@@ -81,14 +115,19 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
             return int(value)
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if isinstance(default, float):
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if isinstance(default, str):
         if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans
             return "on" if value else "off"
@@ -105,26 +144,41 @@ class ConfigStore:
 
     def __init__(self, path: Path | None = None, overrides: list[str] | None = None):
         raw: dict[str, dict[str, Any]] = load_yaml(path) if path else {}
+        origin = {sec: f"{path}: " for sec in raw}
         for sec, values in parse_overrides(overrides or []).items():
             raw.setdefault(sec, {}).update(values)
+            origin[sec] = "--set: "
         self.raw = raw
         self.source = str(path) if path else None
         self.resolved: dict[str, Any] = {}
+        self._check(origin)
+
+    def _check(self, origin: dict[str, str]) -> None:
+        """Every section and key of the file and the overrides must exist, whichever command runs:
+        a typo is refused (exit 2, with the nearest valid name) instead of silently changing nothing."""
+        known = set(BUILTIN_SECTIONS) | set(_SECTIONS)
+        for name, values in self.raw.items():
+            where = origin.get(name, "")
+            if name not in known:
+                raise ConfigError(f"{where}unknown config section {name!r}{did_you_mean(name, known)} "
+                                  f"(sections: {', '.join(sorted(known))})")
+            cls = section_class(name)
+            if cls is not None:
+                check_keys(name, values, [f.name for f in dataclasses.fields(cls)], where)
+                default = cls()
+                for key, value in values.items():  # types and finiteness now; ranges when resolved
+                    _coerce(value, getattr(default, key), f"{where}{name}.{key}")
 
     def get(self, name: str, cls: Type[C] | None = None) -> C:
         """The section ``name`` with defaults, file values and overrides applied (validated)."""
         if name in self.resolved:
             return self.resolved[name]
-        cls = cls or _SECTIONS.get(name)  # type: ignore[assignment]
+        cls = cls or section_class(name)  # type: ignore[assignment]
         if cls is None:
             raise ConfigError(f"unknown config section {name!r}")
         values = dict(self.raw.get(name, {}))
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(
-                f"config section {name!r} has no key {unknown[0]!r} (known: {', '.join(sorted(fields))})"
-            )
+        check_keys(name, values, fields)
         default = cls()
         kwargs = {k: _coerce(v, getattr(default, k), f"{name}.{k}") for k, v in values.items()}
         obj = dataclasses.replace(default, **kwargs)

@@ -65,3 +65,13 @@ def warn(message: str) -> None:
 
 def info(message: str) -> None:
     console.print(message)
+
+
+def warn_skipped(prefix: str, names: list[str], what: str, show: int = 3) -> None:
+    """One warning line counting and naming skipped items: ``PREFIX 2 unreadable images (a.png, b.png)``."""
+    from ntdm_cli.errors import short
+
+    from rich.markup import escape
+
+    shown = ", ".join(escape(short(n, 80)) for n in names[:show]) + (f", … ({len(names) - show} more)" if len(names) > show else "")
+    warn(f"{prefix} {len(names)} {what}{'s' if len(names) != 1 else ''} ({shown})")

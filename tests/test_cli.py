@@ -51,8 +51,9 @@ def test_bad_device_and_set():
 
 
 def test_missing_and_truncated_artifact(tmp_path):
+    # a missing input is a usage error (exit 2) in every command; a damaged one a failure (exit 1)
     r = run("info", str(tmp_path / "missing.h5"))
-    assert r.returncode == 1 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 20)
     r = run("info", str(bad))
@@ -61,11 +62,11 @@ def test_missing_and_truncated_artifact(tmp_path):
 
 def test_verbose_shows_traceback(tmp_path):
     r = run("--verbose", "info", str(tmp_path / "missing.h5"))
-    assert r.returncode == 1 and "Traceback" in r.stderr
+    assert r.returncode == 2 and "Traceback" in r.stderr
 
 
 def test_global_options_after_subcommand():
     assert hoist_global_options(["info", "x.h5", "--device", "cpu", "--verbose", "--set=a.b=1"]) == [
         "--device", "cpu", "--verbose", "--set=a.b=1", "info", "x.h5"]
     r = run("info", "missing.h5", "--device", "cpu")
-    assert r.returncode == 1 and "no such file" in r.stderr
+    assert r.returncode == 2 and "no such file" in r.stderr

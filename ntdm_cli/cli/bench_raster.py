@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ntdm_cli.cli.common import output_folder_ok, state
+from ntdm_cli.cli.common import output_file_ok, state
 from ntdm_cli.console import console, info, out
 from ntdm_cli.errors import NtdmUsageError
 
@@ -91,11 +91,11 @@ def bench_raster(
             raise NtdmUsageError(f"--faces {n}: icospheres have 20·4^s faces (80, 320, 1280, 5120, 20480, ...)")
         subdivs.append(_FACES_TO_SUBDIV[n])
     if out_path is not None:
-        output_folder_ok(out_path, "--out")
+        output_file_ok(out_path, "--out")
         if out_path.suffix.lower() not in (".csv", ".json"):
             raise NtdmUsageError(f"--out {out_path}: expected a .csv or .json file name")
     if plot is not None:
-        output_folder_ok(plot, "--plot")
+        output_file_ok(plot, "--plot")
         if plot.suffix.lower() != ".png":
             raise NtdmUsageError(f"--plot {plot}: expected a .png file name")
     from ntdm_cli.render.bench import available_backends

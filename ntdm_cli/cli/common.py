@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import typer
 
 from ntdm_cli.config import ConfigStore
-from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.errors import MissingInputError, NtdmUsageError, short
+from ntdm_cli.fsutil import Input, check_output
 
 
 @dataclass
@@ -47,15 +48,23 @@ def check_device_name(value: str) -> str:
 
 
 def existing_file(path: Path, option: str) -> Path:
+    """``path`` if it is an existing file; else a usage error (exit 2) naming ``option``."""
     if not path.exists():
-        raise NtdmUsageError(f"{option} {path}: no such file")
+        raise MissingInputError(f"{option} {short(path)}: no such file")
     if path.is_dir():
-        raise NtdmUsageError(f"{option} {path}: is a folder, expected a file")
+        raise NtdmUsageError(f"{option} {short(path)}: is a folder, expected a file")
     return path
 
 
-def output_folder_ok(path: Path, option: str) -> Path:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise NtdmUsageError(f"{option} {path}: folder {parent} does not exist")
+def existing_folder(path: Path, option: str) -> Path:
+    """``path`` if it is an existing folder; else a usage error (exit 2) naming ``option``."""
+    if not path.exists():
+        raise MissingInputError(f"{option} {short(path)}: no such folder")
+    if not path.is_dir():
+        raise NtdmUsageError(f"{option} {short(path)}: is a file, expected a folder")
     return path
+
+
+def output_file_ok(path: Path, option: str, inputs: Iterable[Input] = ()) -> Path:
+    """Check the output file ``path`` before computing (see :func:`ntdm_cli.fsutil.check_output`)."""
+    return check_output(path, option, inputs)

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ntdm_cli.cli.common import state
+from ntdm_cli.cli.common import existing_file, existing_folder, state
 from ntdm_cli.console import out
 
 
@@ -30,12 +30,18 @@ def eval_command(
     """Pose accuracy at π/6 and π/18, median error, amodal/visible IoU and class accuracy per category,
     occlusion level and OOD nuisance; report.json, report.md, plots and worst-case overlays."""
     from ntdm_cli.eval.report import EvalConfig, iter_table_rows, run_eval
+    from ntdm_cli.fsutil import check_output_folder
 
     st = state(ctx)
     config = st.config.get("eval", EvalConfig)
     if overlays is not None:
         config = dataclasses.replace(config, overlays=overlays)
         st.config.set("eval", config)
+    for p in predictions:
+        existing_file(p, "PREDICTIONS")
+    if data is not None:
+        existing_folder(data, "--data")
+    check_output_folder(out_dir, "--out", [("PREDICTIONS", p) for p in predictions] + [("--data", data)])
     runs, files = run_eval(predictions, data, out_dir, labels=labels, split=split, strict=strict, config=config)
     for title, header, rows in iter_table_rows(runs):
         table = Table(title=title)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ntdm_cli.cli.common import existing_file
+from ntdm_cli.cli.common import existing_file, output_file_ok
 from ntdm_cli.console import out
 
 
@@ -32,7 +32,13 @@ def register(app: typer.Typer) -> None:
         Inputs: deformer, model (--category) and predictions (--index I or --all: the predicted shape coloured green visible / red occluded / grey not in view) artifacts. The OBJs load in trimesh, Open3D and Blender; coordinates are in the deformer's units (CAD units) times --scale."""
         from ntdm_cli.geometry.export import ExportRequest, export_obj
 
+        from ntdm_cli.fsutil import check_output_folder
+
         existing_file(artifact, "ARTIFACT")
+        if all_:
+            check_output_folder(output, "--output", [("ARTIFACT", artifact)])
+        else:
+            output_file_ok(output, "--output", [("ARTIFACT", artifact)])
         paths = export_obj(artifact, output, ExportRequest(latent=latent, mean=mean, all=all_, scale=scale, uv=uv,
                                                                   index=index, category=category))
         for p in paths:

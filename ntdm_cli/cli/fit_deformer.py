@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from ntdm_cli.cli.common import output_folder_ok, state
+from ntdm_cli.cli.common import output_file_ok, state
 from ntdm_cli.console import info, out
 
 
@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
             raise NtdmUsageError(f"--preset {preset!r}: expected full or demo")
         st = state(ctx)
         cfg = st.config.get("deformer", DemoDeformerConfig if preset == "demo" else DeformerConfig)
-        output_folder_ok(output, "--output")
+        from ntdm_cli.geometry.mesh_io import find_meshes
+
+        output_file_ok(output, "--output", [("--cads", p) for p in find_meshes(inputs)])
         result = run_fit_deformer(inputs, output, cfg, category=category, device=st.torch_device(),
                                   config_yaml=st.config.to_yaml())
         print_errors(result)

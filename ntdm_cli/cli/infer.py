@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from ntdm_cli.cli.common import existing_file, output_folder_ok, state
+from ntdm_cli.cli.common import existing_file, existing_folder, output_file_ok, state
 from ntdm_cli.console import out
 from ntdm_cli.errors import NtdmUsageError
 
@@ -84,7 +84,8 @@ def infer_cmd(
     init: Optional[str] = typer.Option(None, "--init", help="Latent initialisation: grid | random | average."),
 ) -> None:
     """Estimate pose, shape, class and amodal/visible/occluded masks; write predictions (+ overlays, meshes)."""
-    from ntdm_cli.infer.pipeline import inputs_from_dataset, inputs_from_files, run_infer
+    from ntdm_cli.fsutil import check_output_folder
+    from ntdm_cli.infer.pipeline import image_files, inputs_from_dataset, inputs_from_files, run_infer
     from ntdm_cli.model.io import load_model
 
     st = state(ctx)
@@ -98,9 +99,34 @@ def infer_cmd(
     cfg.validate()
     if bool(images) == (data is not None):
         raise NtdmUsageError("give image files/folders or --data DIR, not both (and not neither)")
+    if limit is not None and limit <= 0:
+        raise NtdmUsageError(f"--limit {limit}: expected a positive number of images per category")
+    box = _parse_bbox(bbox)
+    if box is not None and data is not None:
+        raise NtdmUsageError("--bbox applies to image files, not to --data (the annotations give the boxes)")
     existing_file(model_path, "--model")
-    output_folder_ok(output, "--output")
     shard_i, shard_n = _parse_shard(shard)
+    # every output is checked before the model is loaded or anything is computed
+    files = image_files(list(images)) if images else []
+    if data is not None:
+        existing_folder(data, "--data")
+    inputs_named = [("--model", model_path)] + [("IMAGE", f) for f in files]
+    output_file_ok(output, "--output", inputs_named)
+    folders_named = [("IMAGE", p) for p in images or [] if p.is_dir()] + ([("--data", data)] if data else [])
+    several = len(files[shard_i::shard_n]) != 1 if data is None else None
+
+    def check_side_outputs(several: bool) -> None:
+        for opt, path in (("--overlay", overlay), ("--export", export)):
+            if path is None:
+                continue
+            named = inputs_named + [("--output", output)]
+            if several:
+                check_output_folder(path, opt, named + folders_named)
+            else:
+                output_file_ok(path, opt, named)
+
+    if several is not None:
+        check_side_outputs(several)
     device = st.torch_device()
     model = load_model(model_path, device)
     for d in model.deformers.values():
@@ -121,18 +147,18 @@ def infer_cmd(
             count += len(ds)
         inputs = itertools.islice(itertools.chain.from_iterable(streams), shard_i, None, shard_n)
         total = len(range(shard_i, count, shard_n))
+        several = total > 1
+        check_side_outputs(several)
     else:
-        inputs = inputs_from_files(list(images), crop_hw, category, _parse_bbox(bbox))[shard_i::shard_n]
+        inputs = inputs_from_files(files[shard_i::shard_n], crop_hw, category, box)
         total = len(inputs)
     if total == 0:
         raise NtdmUsageError("no images to process")
-    for opt, path in (("--overlay", overlay), ("--export", export)):
-        if path is not None and total == 1:
-            output_folder_ok(path, opt)
     attrs = {"model": str(model_path), "data_root": str(data or ""), "split": split if data else "",
              "shard": f"{shard_i}/{shard_n}"}
     t0 = time.perf_counter()
-    preds = run_infer(inputs, model, cfg, device, output, overlay, export, st.config.to_yaml(), attrs, total=total)
+    preds = run_infer(inputs, model, cfg, device, output, overlay, export, st.config.to_yaml(), attrs, total=total,
+                      several=several)
     total = time.perf_counter() - t0
     out.print(f"wrote {output}: {len(preds)} images in {total:.1f} s ({total / len(preds):.2f} s/image)")
     if len(preds) == 1:

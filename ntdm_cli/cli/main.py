@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -25,7 +26,7 @@ from ntdm_cli import __version__
 from ntdm_cli.cli.common import State, check_device_name
 from ntdm_cli.config import ConfigStore
 from ntdm_cli.console import console
-from ntdm_cli.errors import NtdmError
+from ntdm_cli.errors import NtdmError, short
 
 app = typer.Typer(
     name="ntdm",
@@ -99,8 +100,23 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+#: longest error line printed (a hostile path or value is cut in the middle)
+MAX_ERROR_CHARS = 600
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every ``finally``/cleanup (temp files) runs."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def _fail(message: str, code: int) -> None:
-    console.print(f"[bold red]error:[/bold red] {message}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/bold red] {escape(short(message, MAX_ERROR_CHARS))}", markup=True,
+                  soft_wrap=True)
     sys.exit(code)
 
 
@@ -109,6 +125,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     verbose = any(a in _GLOBAL_FLAGS for a in argv)
     argv = hoist_global_options(argv)
     command = typer.main.get_command(app)
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (library use): leave the default
+        pass
     try:
         rv = command.main(args=argv, prog_name="ntdm", standalone_mode=False)
     except typer.Exit as exc:
@@ -130,6 +150,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Terminated:
+        _fail("terminated (SIGTERM); no partial output left", 143)
     except Exception as exc:  # noqa: BLE001 - the one place that turns crashes into one line
         if verbose:
             traceback.print_exc()

@@ -8,9 +8,9 @@ from typing import Optional
 
 import typer
 
-from ntdm_cli.cli.common import output_folder_ok, state
+from ntdm_cli.cli.common import existing_file, existing_folder, output_file_ok, state
 from ntdm_cli.console import out
-from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.errors import MissingInputError, NtdmUsageError
 
 
 def _expand(patterns: list[str]) -> list[Path]:
@@ -25,7 +25,7 @@ def _expand(patterns: list[str]) -> list[Path]:
                 if p.is_dir():
                     paths += sorted(p.glob("*.h5"))
                 elif not p.exists():
-                    raise NtdmUsageError(f"--deformers {p}: no such file")
+                    raise MissingInputError(f"--deformers {p}: no such file")
                 else:
                     paths.append(p)
     return paths
@@ -55,13 +55,17 @@ def train_textures_cmd(
     from ntdm_cli.infer.solver import InferConfig  # noqa: F401  (registers the infer section)
 
     infer_cfg = st.config.get("infer")  # the settings the class calibration solves with (--set infer.*)
-    if not data.is_dir():
-        raise NtdmUsageError(f"--data {data}: no such folder")
-    output_folder_ok(output, "--output")
-    if resume is not None and not resume.is_file():
-        raise NtdmUsageError(f"--resume {resume}: no such file")
+    existing_folder(data, "--data")
+    if resume is not None:
+        existing_file(resume, "--resume")
+    if pretrained is not None:
+        existing_file(pretrained, "--pretrained")
+    deformer_paths = _expand(deformers)
+    named = [("--deformers", p) for p in deformer_paths] + [("--data", data), ("--pretrained", pretrained)]
+    output_file_ok(output, "--output", named + [("--resume", resume)])
+    output_file_ok(output.with_name(output.name + ".ckpt.h5"), "--output (its checkpoint)", named)
     cats = [c for c in categories.split(",") if c] if categories else None
-    summary = train_textures(data, _expand(deformers), output, cfg, st.torch_device(), st.config.to_yaml(),
+    summary = train_textures(data, deformer_paths, output, cfg, st.torch_device(), st.config.to_yaml(),
                              resume=resume, pretrained=pretrained, categories=cats, infer_cfg=infer_cfg)
     if summary["rank"] == 0:
         out.print(f"wrote {output}: {len(summary['categories'])} categories, {summary['images']} training images, "

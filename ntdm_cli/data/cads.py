@@ -606,9 +606,9 @@ def write_off(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray) -> 
     lines = ["OFF", f"{len(verts)} {len(faces)} 0"]
     lines += [f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
     lines += [f"3 {a} {b} {c}" for a, b, c in faces]
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    from ntdm_cli.fsutil import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
 
 
 def write_cads(root: str | os.PathLike, categories, heldout_root: str | os.PathLike | None = None) -> dict[str, int]:

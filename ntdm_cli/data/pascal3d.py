@@ -43,7 +43,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.errors import ImageError, MissingInputError, NtdmError, NtdmUsageError, short
 
 NUISANCES = ("shape", "pose", "texture", "context", "weather")
 VIEWPOINT_KEYS = ("azimuth", "elevation", "theta", "distance", "focal", "px", "py", "viewport")
@@ -156,9 +156,9 @@ def write_record(path: str | os.PathLike, filename: str, width: int, height: int
         "objects": _struct_array(objs) if objs else np.zeros((0, 0)),
     })
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.mat")
-    scipy.io.savemat(tmp, {"record": record}, do_compression=True)
-    os.replace(tmp, path)
+    from ntdm_cli.fsutil import atomic_write
+
+    atomic_write(path, lambda tmp: scipy.io.savemat(tmp, {"record": record}, do_compression=True))
 
 
 def _scalar(x: Any) -> float:
@@ -284,16 +284,60 @@ def read_record(path: str | os.PathLike) -> Record:
 # --------------------------------------------------------------------------------------------- images
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def to_rgb8(im, path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a PIL image in any mode: 8-bit modes (L, P, RGBA, CMYK, ...) by PIL's
+    conversion; 16-bit grayscale (I;16*) scaled from 0..65535; 32-bit integer (I) from 0..65535 (or
+    0..255 when no value exceeds 255); float (F) from 0..1 (or 0..255 when values exceed 1). Other
+    ranges, negative or non-finite values are refused with :class:`ImageError`."""
+    mode = im.mode
+    if mode not in ("I", "F") and not mode.startswith("I;16"):
+        try:
+            return np.asarray(im.convert("RGB"))
+        except ValueError:
+            raise ImageError(f"{short(path)}: unsupported image mode {mode}")
+    arr = np.asarray(im).astype(np.float64)
+    if arr.ndim != 2:
+        raise ImageError(f"{short(path)}: unsupported image mode {mode} with shape {arr.shape}")
+    if arr.size == 0:
+        raise ImageError(f"{short(path)}: empty image")
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ImageError(f"{short(path)}: {mode} image has non-finite pixel values")
+    if lo < 0:
+        raise ImageError(f"{short(path)}: {mode} image has negative pixel values (min {lo:g}); expected an intensity")
+    if mode.startswith("I;16"):
+        full = 65535.0
+    elif mode == "I":
+        full = 255.0 if hi <= 255 else 65535.0
+    else:  # F
+        full = 1.0 if hi <= 1 else 255.0
+    if hi > full:
+        raise ImageError(f"{short(path)}: {mode} image values reach {hi:g}; expected 0..{full:g}")
+    gray = np.clip(arr * (255.0 / full) + 0.5, 0, 255).astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def load_image(path: str | os.PathLike, max_side: int | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of any image file PIL reads (see :func:`to_rgb8` for 16-bit and float
+    images); ``max_side``: images with a longer side are reduced to it (bilinear). A missing file is
+    :class:`MissingInputError`, anything unreadable :class:`ImageError` naming the file."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            rgb = to_rgb8(im, path)
     except FileNotFoundError:
-        raise NtdmError(f"{path}: image file not found")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise NtdmError(f"{path}: unreadable image ({exc.__class__.__name__})")
+        raise MissingInputError(f"{short(path)}: image file not found")
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{short(path)}: image too large to decode safely ({short(exc, 120)})")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{short(path)}: unreadable image ({exc.__class__.__name__})")
+    if max_side is not None and max(rgb.shape[:2]) > max_side:
+        s = max_side / max(rgb.shape[:2])
+        pil = Image.fromarray(rgb)
+        pil = pil.resize((max(1, round(pil.width * s)), max(1, round(pil.height * s))), Image.Resampling.BILINEAR)
+        rgb = np.asarray(pil)
+    return rgb.copy() if not rgb.flags.writeable else rgb
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
@@ -307,12 +351,22 @@ def load_mask(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_list(path: Path) -> list[str]:
-    """Names in an image-set list (first token per line, extension dropped)."""
+    """Names in an image-set list (first token per line, extension dropped). A name that is not a
+    plain relative name inside its folder (absolute, ``..``, a drive) is refused with the line number:
+    a list must not make ntdm read files outside the dataset."""
     names = []
-    for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NtdmError(f"{short(path)}: unreadable image-set list ({exc.__class__.__name__})")
+    for lineno, line in enumerate(text.splitlines(), 1):
         tok = line.strip().split(" ")[0] if line.strip() else ""
-        if tok:
-            names.append(tok.rsplit(".", 1)[0] if tok.lower().endswith((".jpeg", ".jpg", ".png")) else tok)
+        if not tok:
+            continue
+        parts = tok.replace("\\", "/").split("/")
+        if tok.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+            raise NtdmError(f"{short(path)}:{lineno}: entry {short(tok, 80)!r} leaves the dataset folder")
+        names.append(tok.rsplit(".", 1)[0] if tok.lower().endswith((".jpeg", ".jpg", ".png")) else tok)
     return names
 
 
@@ -350,7 +404,7 @@ class Pascal3DDataset:
                  limit: int | None = None, warn: bool = True):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise NtdmError(f"{self.root}: dataset folder not found")
+            raise MissingInputError(f"{short(self.root)}: dataset folder not found")
         if split not in ("train", "val"):
             raise NtdmUsageError(f"split {split!r}: expected train or val")
         if occlusion not in (0, 1, 2, 3):
@@ -483,7 +537,8 @@ class Pascal3DDataset:
 
     @staticmethod
     def _image_path(folder: Path, name: str, filename: str) -> Path | None:
-        cands = [folder / filename] if filename else []
+        plain = filename and Path(filename).name == filename and filename not in (".", "..")  # never outside folder
+        cands = [folder / filename] if plain else []
         cands += [folder / f"{name}{ext}" for ext in (".JPEG", ".jpg", ".jpeg", ".png")]
         for c in cands:
             if c.is_file():
@@ -495,8 +550,21 @@ class Pascal3DDataset:
         return len(self.entries)
 
     def __iter__(self) -> Iterator[Sample]:
+        """The samples in order; images that cannot be read are skipped, counted in ``self.skipped``
+        and named in one warning at the end (like unreadable .mat files at indexing)."""
+        bad: list[str] = []
         for i in range(len(self)):
-            yield self[i]
+            try:
+                sample = self[i]
+            except ImageError:
+                bad.append(str(self.entries[i].image_path))
+                continue
+            yield sample
+        if bad:
+            self.skipped["unreadable image"] += len(bad)
+            from ntdm_cli.console import warn_skipped
+
+            warn_skipped(f"{short(self.root)}: skipped", bad, "unreadable image")
 
     def __getitem__(self, i: int) -> Sample:
         e = self.entries[i]

@@ -39,6 +39,7 @@ import numpy as np
 from ntdm_cli.config import section
 from ntdm_cli.data import cads, procedural
 from ntdm_cli.data.pascal3d import NUISANCES, write_record
+from ntdm_cli.fsutil import FolderLock, atomic_write
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 
 OCCLUSION_BANDS = {1: (0.2, 0.4), 2: (0.4, 0.6), 3: (0.6, 0.8)}
@@ -316,24 +317,21 @@ def _bbox_1based(mask: np.ndarray) -> list[float]:
 def _save_jpeg(path: Path, img: np.ndarray, quality: int) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.stem}.tmp.jpg")
-    Image.fromarray(img).save(tmp, format="JPEG", quality=quality)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(img).save(tmp, format="JPEG", quality=quality))
 
 
 def _save_mask(path: Path, mask: np.ndarray) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    Image.fromarray(mask.astype(np.uint8) * 255).convert("1").save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Image.fromarray(mask.astype(np.uint8) * 255).convert("1").save(tmp, format="PNG"))
 
 
 def _save_npz(path: Path, **arrays: Any) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
-    os.replace(tmp, path)
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+
+    atomic_write(path, write)
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -436,9 +434,7 @@ class SynthSummary:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _crop_sizes(cfg: SynthConfig) -> dict[str, list[int]]:
@@ -467,6 +463,11 @@ def synthesize(out: str | os.PathLike, cfg: SynthConfig, *, config_yaml: str = "
     from ntdm_cli.fsutil import make_output_folder
 
     root = make_output_folder(out, "OUT")
+    with FolderLock(root, "OUT", "ntdm synth"):  # a second process on the same folder is refused
+        return _synthesize(root, cfg, config_yaml)
+
+
+def _synthesize(root: Path, cfg: SynthConfig, config_yaml: str) -> SynthSummary:
     meta_path = root / "ntdm_synth.yaml"
     import yaml
 

@@ -25,7 +25,7 @@ import torch
 
 from ntdm_cli.config import section
 from ntdm_cli.console import progress
-from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.geometry.deformer import CONDITIONINGS, Deformer
 from ntdm_cli.geometry.distance import FaceSearch, exterior_mask, point_triangle_distance, sample_surface
 from ntdm_cli.geometry.losses import edge_face_pairs, laplacian_smoothing, normal_consistency, uniform_laplacian
@@ -273,6 +273,13 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
             deformer.normalization = 1.0
     errors = evaluate_deformer(deformer, cads, eval_samples=cfg.eval_samples, cross_samples=cfg.cross_samples,
                                exterior_only=cfg.exterior_only, exterior_rays=cfg.exterior_rays, seed=cfg.seed + 1)
+    bad = [n for n, m, q, d in zip(errors.names, errors.mean, errors.p95, errors.diag)
+           if not (np.isfinite(m) and np.isfinite(q) and np.isfinite(d) and d > 0)]
+    if bad or not all(math.isfinite(h) for h in history[-1:]):
+        which = f"CAD {bad[0]}" + (f" and {len(bad) - 1} more" if len(bad) > 1 else "") if bad else "the loss"
+        raise NtdmError(f"the fit diverged: {which} has non-finite errors (CAD coordinates too large or "
+                        f"degenerate? their bounding-box diagonal is {float(np.max(errors.diag)):.3g}); "
+                        f"nothing written")
     t_end = time.perf_counter()
     return FitResult(deformer=deformer.cpu(), errors=errors, history=history,
                      seconds=t_end - t0, cpu_seconds=time.process_time() - c0,

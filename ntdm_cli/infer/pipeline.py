@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ntdm_cli.console import progress
+from ntdm_cli.console import progress, warn_skipped
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
-from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.errors import ImageError, MissingInputError, NtdmUsageError, short
 from ntdm_cli.infer.classify import background_loss, classify
 from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, SolveResult, background_scores,
                                    bank_centres, solve_batch)
@@ -58,20 +58,21 @@ class Annotation:
 
 
 def load_image_file(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; grayscale/RGBA/palette converted; very large images reduced."""
-    from PIL import Image, UnidentifiedImageError
+    """(H, W, 3) uint8 RGB (any mode converted, see :func:`ntdm_cli.data.pascal3d.to_rgb8`); images
+    larger than ``MAX_SIDE`` reduced."""
+    from ntdm_cli.data.pascal3d import load_image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if max(im.size) > MAX_SIDE:
-                s = MAX_SIDE / max(im.size)
-                im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.Resampling.BILINEAR)
-            return np.asarray(im).copy()
-    except FileNotFoundError:
-        raise NtdmError(f"{path}: no such image")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise NtdmError(f"{path}: not a readable image ({exc.__class__.__name__})")
+    return load_image(path, max_side=MAX_SIDE)
+
+
+def check_bbox(bbox: tuple[float, float, float, float], width: int, height: int, where: str) -> None:
+    """Refuse a box ``x0,y0,x1,y1`` (pixels) that is empty or does not overlap the width × height image."""
+    x0, y0, x1, y1 = bbox
+    if not all(np.isfinite(bbox)) or not (x1 > x0 and y1 > y0):
+        raise NtdmUsageError(f"--bbox {','.join(f'{v:g}' for v in bbox)}: expected x0,y0,x1,y1 with x1 > x0 and y1 > y0")
+    if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+        raise NtdmUsageError(f"--bbox {','.join(f'{v:g}' for v in bbox)}: entirely outside the {width}×{height} "
+                             f"image {short(where)}")
 
 
 def letterbox(image: np.ndarray, crop_hw: tuple[int, int], bbox: tuple[float, float, float, float] | None):
@@ -92,24 +93,43 @@ def letterbox(image: np.ndarray, crop_hw: tuple[int, int], bbox: tuple[float, fl
     return _warp(image, t, nearest=False), t
 
 
-def inputs_from_files(paths: list[Path], crop_hw, category: str | None, bbox) -> list[InferInput]:
+def image_files(paths: list[Path]) -> list[Path]:
+    """The image files named by ``paths`` (files, or folders: their images sorted by name). A missing
+    path or a folder without images is a usage error."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not q.name.startswith("."))
             if not found:
-                raise NtdmUsageError(f"{p}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+                raise NtdmUsageError(f"{short(p)}: folder has no images ({', '.join(IMAGE_SUFFIXES)})")
             files += found
         elif not p.exists():
-            raise NtdmUsageError(f"{p}: no such file")
+            raise MissingInputError(f"{short(p)}: no such file")
         else:
             files.append(p)
-    out = []
-    for f in files:
-        img = load_image_file(f)
+    return files
+
+
+def inputs_from_files(paths: list[Path], crop_hw, category: str | None, bbox) -> list[InferInput]:
+    """Read and letterbox every image. Unreadable ones (corrupt, unsupported format) are skipped with
+    one warning that counts and names them; when none is readable, the first error is raised."""
+    out, bad, first_error = [], [], None
+    for f in image_files(paths):
+        try:
+            img = load_image_file(f)
+        except ImageError as exc:
+            bad.append(str(f))
+            first_error = first_error or exc
+            continue
+        if bbox is not None:
+            check_bbox(bbox, img.shape[1], img.shape[0], str(f))
         crop, t = letterbox(img, crop_hw, bbox)
         out.append(InferInput(image_id=str(f), crop=crop, transform=t, original_size=img.shape[:2], category=category,
                               image_path=str(f)))
+    if not out and first_error is not None:
+        raise first_error
+    if bad:
+        warn_skipped("skipped", bad, "unreadable image")
     return out
 
 
@@ -379,21 +399,22 @@ def _same_size(inputs: list[InferInput]) -> list[list[InferInput]]:
 
 def run_infer(inputs: Iterable[InferInput], model: NTDMModel, cfg: InferConfig, device, output: Path,
               overlay: Path | None = None, export: Path | None = None, config_yaml: str = "",
-              attrs: dict | None = None, total: int | None = None) -> list[Prediction]:
+              attrs: dict | None = None, total: int | None = None, several: bool | None = None) -> list[Prediction]:
     """Infer every input in batches of ``cfg.batch_images`` images (features and solves batched), write
     the overlays and meshes as it goes (into folders when there are several inputs) and the predictions
     artifact.
 
     ``inputs`` may be a lazy iterable (a dataset stream): only one batch of crops is held at a time,
     and each prediction drops its crop once its overlay/mesh is written. ``total`` (the number of
-    inputs, for the progress bar and the folder decision) is required for iterables without ``len``."""
+    inputs, for the progress bar and the folder decision) is required for iterables without ``len``.
+    ``several`` (default: ``total > 1``) writes overlays and meshes into folders."""
     from ntdm_cli.artifacts import write_artifact
     from ntdm_cli.fsutil import make_output_folder
     from ntdm_cli.infer.outputs import output_stem, write_prediction_outputs
 
     if total is None:
         total = len(inputs)  # type: ignore[arg-type]
-    several = total > 1
+    several = total > 1 if several is None else several
     for path, option in ((overlay, "--overlay"), (export, "--export")):
         if path is not None and several:
             make_output_folder(path, option)

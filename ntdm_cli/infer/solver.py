@@ -59,6 +59,10 @@ class InferConfig:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
             raise NtdmUsageError("infer.steps must be ≥ 0")
+        for name in ("lr", "lr_final_factor"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise NtdmUsageError(f"infer.{name} must be a positive number, got {value!r}")
 
 
 @dataclass

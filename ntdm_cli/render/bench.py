@@ -14,7 +14,6 @@ import json
 import math
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -373,17 +372,9 @@ FIELDS = [f for f in BenchRow.__dataclass_fields__]
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from ntdm_cli.fsutil import atomic_write
+
+    atomic_write(path, lambda tmp: write(Path(tmp)))
 
 
 def write_results(rows: Sequence[BenchRow], path: str | os.PathLike, meta: dict | None = None) -> None:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ntdm_cli.config import section
 from ntdm_cli.console import info, progress
-from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.errors import NtdmError, NtdmUsageError, short
 from ntdm_cli.geometry.deformer import Deformer, load_deformer
 from ntdm_cli.model.backbone import AMP_MODES, evaluating, feature_stride, make_backbone, resolve_amp
 from ntdm_cli.model.io import NTDMModel, load_model, save_model
@@ -82,8 +82,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         for name in ("feature_dim", "texture_size", "num_bins", "epochs", "batch_size", "positives", "negatives",
-                     "bank_size", "calib_every", "classifier_pool", "observe_upsample"):
-            if getattr(self, name) <= 0:
+                     "bank_size", "calib_every", "classifier_pool", "observe_upsample", "lr", "tau", "temperature"):
+            if not getattr(self, name) > 0:
                 raise NtdmUsageError(f"train.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.momentum < 1:
             raise NtdmUsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
@@ -387,8 +387,15 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         model, state, _ = load_model(resume, device, with_state=True)
         if state is None:
             raise NtdmUsageError(f"--resume {resume}: not a checkpoint (no train_state)")
-        if model.categories != cats or model.texture_size != cfg.texture_size or model.backbone_name != cfg.backbone:
-            raise NtdmUsageError(f"--resume {resume}: categories/texture size/backbone differ from this run")
+        theirs = {"categories": ",".join(model.categories), "train.texture_size": model.texture_size,
+                  "train.backbone": model.backbone_name, "train.feature_dim": model.feature_dim,
+                  "train.num_bins": model.num_bins}
+        ours = {"categories": ",".join(cats), "train.texture_size": cfg.texture_size, "train.backbone": cfg.backbone,
+                "train.feature_dim": cfg.feature_dim, "train.num_bins": cfg.num_bins}
+        differ = [f"{k} is {theirs[k]} there, {ours[k]} here" for k in ours if str(theirs[k]) != str(ours[k])]
+        if differ:
+            raise NtdmUsageError(f"--resume {short(resume)}: the checkpoint was trained with other settings "
+                                 f"({'; '.join(differ)})")
         backbone.load_state_dict(model.backbone.state_dict())
         textures = [model.textures[c] for c in cats]
         bank = model.bank
