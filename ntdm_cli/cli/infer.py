@@ -9,8 +9,8 @@ from typing import List, Optional
 
 import typer
 
-from ntdm_cli.cli.common import existing_file, output_folder_ok, state
-from ntdm_cli.console import out
+from ntdm_cli.cli.common import output_folder_ok, state
+from ntdm_cli.console import info, out
 from ntdm_cli.errors import NtdmUsageError
 
 
@@ -63,7 +63,9 @@ def _parse_bbox(bbox: Optional[str]):
 def infer_cmd(
     ctx: typer.Context,
     images: List[Path] = typer.Argument(None, help="Image files or folders (or use --data)."),
-    model_path: Path = typer.Option(..., "--model", "-m", help="Model artifact from train-textures."),
+    model_path: Optional[Path] = typer.Option(None, "--model", "-m", help="Model artifact from train-textures "
+                                              "[default: $NTDM_MODEL, then infer.model, then the user default; "
+                                              "see `ntdm models`]."),
     output: Path = typer.Option(Path("predictions.h5"), "-o", "--output", help="Predictions artifact to write."),
     data: Optional[Path] = typer.Option(None, "--data", help="PASCAL3D+-layout dataset root instead of images."),
     split: str = typer.Option("val", "--split", help="train | val (with --data)."),
@@ -85,6 +87,7 @@ def infer_cmd(
 ) -> None:
     """Estimate pose, shape, class and amodal/visible/occluded masks; write predictions (+ overlays, meshes)."""
     from ntdm_cli.infer.pipeline import inputs_from_dataset, inputs_from_files, run_infer
+    from ntdm_cli.model.default import resolve_model
     from ntdm_cli.model.io import load_model
 
     st = state(ctx)
@@ -98,7 +101,10 @@ def infer_cmd(
     cfg.validate()
     if bool(images) == (data is not None):
         raise NtdmUsageError("give image files/folders or --data DIR, not both (and not neither)")
-    existing_file(model_path, "--model")
+    choice = resolve_model(model_path, cfg.model)
+    model_path = choice.path
+    if choice.source != "--model":
+        info(f"model {choice.describe()}")
     output_folder_ok(output, "--output")
     shard_i, shard_n = _parse_shard(shard)
     device = st.torch_device()

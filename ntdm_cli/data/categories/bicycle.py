@@ -112,6 +112,7 @@ SUBTYPES = [
     ("city", dict(wheel_r=0.2, wheelbase=0.62, seat_h=0.3, head_z=0.52, step_through=True, basket=True, fenders=True, stem=0.1, post=0.12)),
     ("bmx", dict(wheel_r=0.145, wheelbase=0.5, seat_h=0.15, head_z=0.36, tyre=0.025, tube=0.02, bar_w=0.16, stem=0.12, spokes=12)),
     ("folding", dict(wheel_r=0.12, wheelbase=0.56, seat_h=0.18, head_z=0.38, head_len=0.06, step_through=True, post=0.28, stem=0.22, spokes=12)),
-    ("touring", dict(wheel_r=0.2, wheelbase=0.64, seat_h=0.3, head_z=0.5, drops=True, rack=True, fenders=True, tyre=0.018)),
+    ("cruiser", dict(wheel_r=0.21, wheelbase=0.72, seat_h=0.26, head_z=0.5, stem=0.16, bar_w=0.2, rack=True, fenders=True, tyre=0.03,
+                     tube=0.02, post=0.1)),
     ("tandem", dict(wheel_r=0.17, wheelbase=0.8, seat_h=0.25, head_z=0.44, head_y=0.1, tandem=True, tyre=0.02)),
 ]

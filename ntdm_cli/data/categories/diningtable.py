@@ -69,6 +69,6 @@ SUBTYPES = [
     ("trestle", dict(L=1.0, D=0.5, H=0.46, top=0.04, trestle=True, inset=0.12)),
     ("square", dict(L=0.66, D=0.66, H=0.47, taper=0.6, leg=0.045)),
     ("oval", dict(L=1.0, D=0.62, H=0.45, round=True, round_legs=True, splay=0.03, inset=0.16, apron=False, stretchers=0.12)),
-    ("glass", dict(L=0.95, D=0.52, H=0.45, top=0.012, top_role="glass", round_legs=True, leg_role="metal", apron_h=0.025, stretchers=0.1)),
+    ("glass", dict(L=0.85, D=0.85, H=0.43, top=0.012, top_role="glass", round_legs=True, leg_role="metal", apron_h=0.025, stretchers=0.1)),
     ("banquet", dict(L=1.0, D=0.36, H=0.4, six_legs=True, leg=0.03, inset=0.04)),
 ]
