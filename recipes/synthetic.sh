@@ -8,7 +8,7 @@
 #   demo  6 categories x 300 images, small backbone, 8 epochs, 13-15 minutes (make demo: 15.6-19 with set-up;
 #         far below the targets)
 #   cpu   6 categories x 1000 images, small backbone, 12 epochs, ~55 minutes (the larger run in README Results)
-#   full  8 categories, ResNet-50, paper-sized textures  (hours; use a GPU; PRETRAINED=resnet50.pth for
+#   full  all 12 categories (PASCAL3D+'s), ResNet-50, paper-sized textures  (hours; use a GPU; PRETRAINED=resnet50.pth for
 #         ImageNet weights)
 # BACKBONE=small-s4 trains the demo/cpu network at stride 4 (observed on a stride-2 grid): 4x the
 # cells on an object (no pose gain measured at 10 epochs), 1.8x the training time; its grid is
@@ -16,6 +16,8 @@
 # EPOCHS=N overrides the scale's epochs; an interrupted training resumes from $OUT/model.h5.ckpt.h5, and
 # with model.h5 present training is skipped (delete it, keep the checkpoint and raise EPOCHS to train on;
 # at the same EPOCHS only the class calibration of the last step of training is redone).
+# SCALE=demo makes the trained model the user's default model (`ntdm infer img.jpg` without --model;
+# see `ntdm models`), also when training is skipped because model.h5 exists.
 # Outputs in $OUT (default runs/synthetic-$SCALE): data/ (the dataset), deformers/*.h5, model.h5,
 # predictions.h5, overlays/*.png, meshes/*.obj, report/ (report.md, report.json, plots).
 set -euo pipefail
@@ -55,7 +57,7 @@ case "$SCALE" in
     INFER=("${SMALL_INFER[@]}")
     ;;
   full)
-    CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat; PER=1000; OODPER=50; SIZE=256; EPOCHS=${EPOCHS:-200}; EVAL_LIMIT=200; OODLIMIT=50
+    CATS=car,bus,aeroplane,sofa,chair,bottle,tvmonitor,boat,bicycle,diningtable,motorbike,train; PER=1000; OODPER=50; SIZE=256; EPOCHS=${EPOCHS:-200}; EVAL_LIMIT=200; OODLIMIT=50
     FIT=(); TRAIN=(); INFER=(--set infer.shortlist=3)
     # PRETRAINED=/path/to/resnet50.pth: ImageNet weights (torchvision layout) for the ResNet-50, as in the paper
     if [ -n "${PRETRAINED:-}" ]; then TRAIN+=(--pretrained "$PRETRAINED"); fi
@@ -70,15 +72,18 @@ for c in ${CATS//,/ }; do
   [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$OUT/data/CAD/$c" --category "$c" \
     -o "$OUT/deformers/$c.h5" "${FIT[@]}"
 done
+SET_DEFAULT=()  # the demo's model becomes the user default of `ntdm infer`
+if [ "$SCALE" = demo ]; then SET_DEFAULT=(--set-default); fi
 if [ -f "$OUT/model.h5" ]; then
   echo "== $OUT/model.h5 exists: training skipped (delete it to retrain)"
+  if [ "$SCALE" = demo ]; then ntdm models --set-default "$OUT/model.h5"; fi
 else
   RESUME=()  # an interrupted run continues from its last epoch checkpoint (bit-identical to an uninterrupted one)
   if [ -f "$OUT/model.h5.ckpt.h5" ]; then RESUME=(--resume "$OUT/model.h5.ckpt.h5"); fi
   # after the last epoch it solves a few held-out training images per category with the infer settings
   # and fits per-category evidence gains for classification (train.class_calib_images)
   ntdm train-textures --data "$OUT/data" --deformers "$OUT/deformers" -o "$OUT/model.h5" --epochs "$EPOCHS" \
-    "${TRAIN[@]}" "${INFER[@]}" "${RESUME[@]}"
+    "${TRAIN[@]}" "${INFER[@]}" "${RESUME[@]}" "${SET_DEFAULT[@]}"
 fi
 ntdm infer --data "$OUT/data" --split val --occlusion 0,1,2,3 --limit "$EVAL_LIMIT" --model "$OUT/model.h5" \
   -o "$OUT/predictions.h5" --overlay "$OUT/overlays" --export "$OUT/meshes" "${INFER[@]}"

@@ -4,12 +4,16 @@ train / infer / recipe tests (built once, in a few tens of seconds)."""
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("NTDM_NO_PROGRESS", "1")
+# no test reads or writes the real user config folder (the default model, ntdm_cli.model.default)
+os.environ["XDG_CONFIG_HOME"] = os.environ["APPDATA"] = tempfile.mkdtemp(prefix="ntdm-test-config-")
+os.environ.pop("NTDM_MODEL", None)
 
 TINY_FIT = ["--set", "deformer.subdivisions=2", "--set", "deformer.steps=40", "--set", "deformer.hidden=32",
             "--set", "deformer.pool_samples=3000", "--set", "deformer.eval_samples=1000",

@@ -9,7 +9,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from ntdm_cli.data.pascal3d import Pascal3DDataset, Sample, read_record, write_record
+from ntdm_cli.data.pascal3d import PASCAL3D_CATEGORIES, Pascal3DDataset, Sample, read_record, write_record
 from ntdm_cli.data.preprocess import (CropTransform, crop_size, preprocess, unpreprocess_mask, unpreprocess_points,
                                       unpreprocess_viewpoint)
 from ntdm_cli.errors import NtdmError, NtdmUsageError
@@ -197,7 +197,7 @@ def test_preprocess_round_trip():
 
 
 def test_crop_sizes_are_multiples_of_32():
-    for cat in ("car", "aeroplane", "chair", "bottle", "tvmonitor", "boat"):
+    for cat in PASCAL3D_CATEGORIES:
         h, w = crop_size(cat)
         assert h % 32 == 0 and w % 32 == 0
     assert crop_size("car") == (256, 672)

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from ntdm_cli.cli.common import existing_file, existing_folder, output_file_ok, state
-from ntdm_cli.console import out
+from ntdm_cli.console import info, out
 from ntdm_cli.errors import NtdmUsageError
 
 
@@ -63,7 +63,9 @@ def _parse_bbox(bbox: Optional[str]):
 def infer_cmd(
     ctx: typer.Context,
     images: List[Path] = typer.Argument(None, help="Image files or folders (or use --data)."),
-    model_path: Path = typer.Option(..., "--model", "-m", help="Model artifact from train-textures."),
+    model_path: Optional[Path] = typer.Option(None, "--model", "-m", help="Model artifact from train-textures "
+                                              "[default: $NTDM_MODEL, then infer.model, then the user default; "
+                                              "see `ntdm models`]."),
     output: Path = typer.Option(Path("predictions.h5"), "-o", "--output", help="Predictions artifact to write."),
     data: Optional[Path] = typer.Option(None, "--data", help="PASCAL3D+-layout dataset root instead of images."),
     split: str = typer.Option("val", "--split", help="train | val (with --data)."),
@@ -86,6 +88,7 @@ def infer_cmd(
     """Estimate pose, shape, class and amodal/visible/occluded masks; write predictions (+ overlays, meshes)."""
     from ntdm_cli.fsutil import check_output_folder
     from ntdm_cli.infer.pipeline import image_files, inputs_from_dataset, inputs_from_files, run_infer
+    from ntdm_cli.model.default import resolve_model
     from ntdm_cli.model.io import load_model
 
     st = state(ctx)
@@ -104,6 +107,10 @@ def infer_cmd(
     box = _parse_bbox(bbox)
     if box is not None and data is not None:
         raise NtdmUsageError("--bbox applies to image files, not to --data (the annotations give the boxes)")
+    choice = resolve_model(model_path, cfg.model)
+    model_path = choice.path
+    if choice.source != "--model":
+        info(f"model {choice.describe()}")
     existing_file(model_path, "--model")
     shard_i, shard_n = _parse_shard(shard)
     # every output is checked before the model is loaded or anything is computed

@@ -18,7 +18,8 @@ def synth(
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Output folder (created; an existing one is completed).",
                                    show_default=False),
     categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated: car,bus,aeroplane,sofa,"
-                                             "chair,bottle,tvmonitor,boat [config synth.categories: car,bus]."),
+                                             "chair,bottle,tvmonitor,boat,bicycle,diningtable,motorbike,train "
+                                             "[config synth.categories: car,bus]."),
     per_category: Optional[int] = typer.Option(None, "--per-category", help="i.i.d. images per category "
                                                "(train + val) [200]."),
     size: Optional[int] = typer.Option(None, "--size", help="Image height = width in pixels [256]."),

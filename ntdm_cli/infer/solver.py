@@ -48,6 +48,7 @@ class InferConfig:
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
     grid_pool: int = 1  # score the initial grid on features average-pooled this many times (2: a stride-4 model at stride 8)
     batch_images: int = 8  # images solved together (features, grid scoring and Adam in one batch)
+    model: str = ""  # model artifact when --model and NTDM_MODEL are not given (ntdm_cli.model.default)
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):

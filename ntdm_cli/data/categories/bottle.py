@@ -1,0 +1,31 @@
+"""Procedural bottle CADs: ``build(params)`` returns the parts ``[(verts, faces, role), ...]``; ``SUBTYPES``
+lists ``(name, params)``, the last one held out for the OOD shape split."""
+
+from __future__ import annotations
+
+from ntdm_cli.data.primitives import box, lathe, cylinder
+
+
+def build(p: dict) -> list:
+    prof = p["profile"]
+    H = prof[-1][1]
+    parts = [(*lathe([(r, h) for r, h in prof], p.get("n", 20), center=(0, 0, 0), scale_xy=p.get("xy", (1, 1))), "glass")]
+    if p.get("label"):
+        a, b, r = p["label"]
+        parts.append((*lathe([(r, a * H), (r, b * H)], p.get("n", 20), scale_xy=p.get("xy", (1, 1))), "label"))
+    cap_r = prof[-1][0] * 1.08
+    parts.append((*cylinder((0, 0, H), (0, 0, H + 0.05), cap_r, 14), "metal"))
+    if p.get("handle"):
+        parts.append((*box((prof[2][0] + 0.05, 0, 0.62 * H), (0.04, 0.03, 0.3 * H)), "glass"))
+    return parts
+
+
+SUBTYPES = [
+    ("wine", dict(profile=[(0.14, 0), (0.15, 0.02), (0.15, 0.55), (0.12, 0.66), (0.05, 0.76), (0.045, 0.95)], label=(0.2, 0.45, 0.153))),
+    ("water", dict(profile=[(0.16, 0), (0.17, 0.03), (0.16, 0.3), (0.17, 0.55), (0.15, 0.68), (0.06, 0.8), (0.055, 0.88)], label=(0.35, 0.5, 0.172))),
+    ("beer", dict(profile=[(0.12, 0), (0.13, 0.02), (0.13, 0.45), (0.1, 0.58), (0.045, 0.72), (0.045, 0.8)], label=(0.15, 0.38, 0.133))),
+    ("jug", dict(profile=[(0.2, 0), (0.23, 0.05), (0.23, 0.45), (0.18, 0.58), (0.08, 0.7), (0.07, 0.76)], handle=True)),
+    ("flask", dict(profile=[(0.2, 0), (0.22, 0.03), (0.22, 0.5), (0.12, 0.62), (0.06, 0.7), (0.06, 0.78)], n=4, xy=(1.0, 0.55), label=(0.15, 0.4, 0.224))),
+    ("soda", dict(profile=[(0.15, 0), (0.13, 0.05), (0.16, 0.2), (0.13, 0.35), (0.16, 0.55), (0.1, 0.75), (0.055, 0.85), (0.05, 0.9)])),
+    ("vase", dict(profile=[(0.1, 0), (0.2, 0.2), (0.23, 0.38), (0.16, 0.6), (0.08, 0.72), (0.12, 0.85)])),
+]
