@@ -23,7 +23,7 @@ C = TypeVar("C")
 #: the built-in sections and the module that declares each (imported only to check a section's keys)
 BUILTIN_SECTIONS: dict[str, str] = {
     "deformer": "ntdm_cli.geometry.fit",
-    "train": "ntdm_cli.train.loop",
+    "train": "ntdm_cli.train.settings",
     "infer": "ntdm_cli.infer.solver",
     "synth": "ntdm_cli.data.synth",
     "eval": "ntdm_cli.eval.report",

@@ -56,14 +56,14 @@ def _rx(t: np.ndarray) -> np.ndarray:
     return np.stack([np.stack([o, z, z], -1), np.stack([z, c, -s], -1), np.stack([z, s, c], -1)], -2)
 
 
-def _pose_rotation(azimuth: Any, elevation: Any, theta: Any) -> np.ndarray:
+def pose_rotation(azimuth: Any, elevation: Any, theta: Any) -> np.ndarray:
     """Rotation of a PASCAL3D+ viewpoint, following DESIGN.md exactly.
 
     azimuth, elevation, theta: (N,) radians (scalars broadcast) -> R: (N,3,3) float64,
     ``R = Rz(theta) · Rx(-(π/2 - elevation)) · Rz(-azimuth)`` (world → camera rotation).
-    The public version of this lives in :func:`ntdm_cli.render.camera.pose_rotation` (torch); the
-    metric keeps its own float64 copy so that evaluation does not depend on the renderer and the
-    test suite can cross-check the two."""
+    The renderer's :func:`ntdm_cli.render.camera.pose_rotation` is the torch form; the metric keeps
+    its own float64 numpy form so that evaluation does not depend on the renderer and the test suite
+    can cross-check the two."""
     a, e, t = np.broadcast_arrays(_np(azimuth).reshape(-1), _np(elevation).reshape(-1), _np(theta).reshape(-1))
     r_view = _rx(-(math.pi / 2 - e)) @ _rz(-a)
     return _rz(t) @ r_view
@@ -130,7 +130,7 @@ def viewpoint_error(pred: Any, gt: Any, symmetric: bool = False) -> np.ndarray:
     bad = ~np.isfinite(p).all(axis=1)
     p = np.where(bad[:, None], 0.0, p)
     error = symmetric_rotation_error if symmetric else rotation_error
-    err = error(_pose_rotation(p[:, 0], p[:, 1], p[:, 2]), _pose_rotation(g[:, 0], g[:, 1], g[:, 2]))
+    err = error(pose_rotation(p[:, 0], p[:, 1], p[:, 2]), pose_rotation(g[:, 0], g[:, 1], g[:, 2]))
     err[bad] = math.pi
     return err
 

@@ -34,24 +34,26 @@ def test_train_step_observes_the_silhouette_at_the_backbone_stride(monkeypatch, 
     from ntdm_cli.model.surface import rasterize_surface
     from ntdm_cli.geometry.template import make_template
     from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
+    from ntdm_cli.render import Viewpoint
     from ntdm_cli.train import loop
+    from ntdm_cli.train import trainer as trainer_module
 
     t = make_template(2)
     B, H = 2, 64
     vp = torch.tensor([[0.7 * k, 0.2, 0.0, 150.0, 1.0, 32.0, 32.0, 3000.0] for k in range(B)], dtype=torch.float64)
     verts = t.verts.unsqueeze(0).expand(B, -1, -1).contiguous()
-    full = rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, loop._viewpoints(vp, "cpu"), (H, H), 1.0, 7, 5.0)
+    full = rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, Viewpoint.from_rows(vp, "cpu"), (H, H), 1.0, 7, 5.0)
     batch = {"image": torch.rand(B, 3, H, H, generator=torch.Generator().manual_seed(0)),
              "category": torch.zeros(B, dtype=torch.long), "cad": torch.zeros(B, dtype=torch.long), "viewpoint": vp,
              "mask": full.mask.clone(), "instance_scale": torch.ones(B, 3)}
     seen = []
-    real_observe = loop.observe
+    real_observe = trainer_module.observe
 
     def spy(features, uv, mask, alpha, size):
         seen.append(mask.clone())
         return real_observe(features, uv, mask, alpha, size)
 
-    monkeypatch.setattr(loop, "observe", spy)
+    monkeypatch.setattr(trainer_module, "observe", spy)
     torch.manual_seed(0)
     cfg = loop.TrainConfig(backbone=name, feature_dim=8, texture_size=16, positives=32, negatives=64, bank_size=32,
                            observe_upsample=2)
@@ -59,8 +61,9 @@ def test_train_step_observes_the_silhouette_at_the_backbone_stride(monkeypatch, 
     tex = [NeuralTexture(7, 16, 8, generator=torch.Generator().manual_seed(1))]
     bank = BackgroundBank(32, 8, generator=torch.Generator().manual_seed(2))
     opt = torch.optim.Adam(backbone.parameters(), lr=1e-3)
-    loop.train_step(batch, backbone, backbone, tex, bank, torch.zeros(1, 1), {(0, 0): t.verts}, t, cfg, opt,
-                    torch.Generator().manual_seed(3), "cpu", False)
+    trainer = trainer_module.Trainer(cfg, backbone, tex, bank, torch.zeros(1, 1), {(0, 0): t.verts}, t, opt,
+                                     device="cpu")
+    trainer.step(batch, torch.Generator().manual_seed(3))
     obs = seen[0]
     n = H // feature_stride(backbone) * 2
     assert obs.shape == (B, n, n)

@@ -16,7 +16,7 @@ from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.eval import GroundTruth, ground_truth_from_sample, load_ground_truth, run_eval
 from ntdm_cli.eval import report as report_mod
 from ntdm_cli.eval.report import EvalConfig, load_predictions, mask_key
-from ntdm_cli.metrics import _pose_rotation
+from ntdm_cli.metrics import pose_rotation
 
 D = math.radians
 H, W = 12, 16
@@ -83,7 +83,7 @@ def write_predictions(path, gt, *, offsets=None, nan_ids=(), wrong_class=None, e
         visible = np.roll(r.visible_mask, shift, axis=1)
         masks[r.image_id.replace("/", "|")] = {"amodal": amodal, "visible": visible, "occluded": amodal & ~visible}
     ang = np.array(ang)
-    rotation = _pose_rotation(ang[:, 0], ang[:, 1], ang[:, 2])
+    rotation = pose_rotation(ang[:, 0], ang[:, 1], ang[:, 2])
     for i, R in (rotation_override or {}).items():
         rotation[ids.index(i)] = R
     n = len(ids)
@@ -378,7 +378,7 @@ def test_cli_on_pascal3d_layout(tmp_path, monkeypatch, capsys):
         masks[i.replace("/", "|")] = {"amodal": amodal, "visible": visible, "occluded": amodal & ~visible}
     pred = write_artifact(tmp_path / "p.h5", "predictions", {
         "image_id": ids, "category": ["car"] * 4, "azimuth": ang[:, 0], "elevation": ang[:, 1], "theta": ang[:, 2],
-        "distance": np.full(4, 5.0), "loss": np.zeros(4), "rotation": _pose_rotation(*ang.T),
+        "distance": np.full(4, 5.0), "loss": np.zeros(4), "rotation": pose_rotation(*ang.T),
         "categories": ["car"], "category_losses": np.zeros((4, 1)), "occlusion_level": np.array([0, 0, 0, 1]),
         "nuisance": ["", "", "", ""], "masks": masks}, attrs={"data_root": str(data), "split": "val"})
     code, out, err = cli_in_process(monkeypatch, capsys, "eval", str(pred), "--out", str(tmp_path / "rep"))

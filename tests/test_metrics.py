@@ -11,7 +11,7 @@ from ntdm_cli.metrics import (
     PI_6,
     PI_18,
     ImageResult,
-    _pose_rotation,
+    pose_rotation,
     accuracy_at,
     aggregate,
     class_confusion,
@@ -39,7 +39,7 @@ def logm_error(r_pred, r_gt):
 def test_pose_rotation_is_a_rotation_and_looks_at_the_object():
     rng = np.random.default_rng(0)
     a, e, t = rng.uniform(-math.pi, math.pi, 20), rng.uniform(-1.2, 1.2, 20), rng.uniform(-math.pi, math.pi, 20)
-    R = _pose_rotation(a, e, t)
+    R = pose_rotation(a, e, t)
     assert R.shape == (20, 3, 3)
     np.testing.assert_allclose(R @ np.swapaxes(R, 1, 2), np.broadcast_to(np.eye(3), R.shape), atol=1e-12)
     np.testing.assert_allclose(np.linalg.det(R), 1.0, atol=1e-12)
@@ -52,10 +52,10 @@ def test_pose_rotation_is_a_rotation_and_looks_at_the_object():
 
 def test_pose_rotation_hand_computed():
     # a = 0, e = 0: R_view = Rx(-π/2): world z (up) -> camera y, world -y (toward the camera at C = (0,-d,0)) -> +z
-    R = _pose_rotation(0.0, 0.0, 0.0)[0]
+    R = pose_rotation(0.0, 0.0, 0.0)[0]
     np.testing.assert_allclose(R, [[1, 0, 0], [0, 0, 1], [0, -1, 0]], atol=1e-15)
     # theta rotates in the image plane: Rz(theta) applied after R_view
-    Rt = _pose_rotation(0.0, 0.0, math.pi / 2)[0]
+    Rt = pose_rotation(0.0, 0.0, math.pi / 2)[0]
     np.testing.assert_allclose(Rt, np.array([[0, -1, 0], [1, 0, 0], [0, 0, 1]]) @ R, atol=1e-15)
 
 
@@ -65,7 +65,7 @@ def test_pose_rotation_matches_camera_module():
     rng = np.random.default_rng(1)
     a, e, t = (rng.uniform(-3, 3, 16) for _ in range(3))
     theirs = camera.pose_rotation(torch.tensor(a), torch.tensor(e), torch.tensor(t))
-    np.testing.assert_allclose(np.asarray(theirs.detach().cpu(), dtype=np.float64), _pose_rotation(a, e, t), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(theirs.detach().cpu(), dtype=np.float64), pose_rotation(a, e, t), atol=1e-5)
 
 
 # ------------------------------------------------------------------ pose error
@@ -236,7 +236,7 @@ def test_symmetric_error_is_the_minimum_over_rotations_about_the_vertical_axis()
 
     rng = np.random.default_rng(0)
     a, b = rng.uniform(-3, 3, (20, 3)), rng.uniform(-3, 3, (20, 3))
-    rp, rg = _pose_rotation(*a.T), _pose_rotation(*b.T)
+    rp, rg = pose_rotation(*a.T), pose_rotation(*b.T)
     sym = symmetric_rotation_error(rp, rg)
     phis = np.linspace(0, 2 * np.pi, 7201)
     brute = np.array([rotation_error(rp[i] @ _rz(phis), rg[i]).min() for i in range(20)])

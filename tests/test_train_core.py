@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture, viewing_coefficients
 from ntdm_cli.train.loop import TrainConfig
 from ntdm_cli.train.em import SurfaceObservation, background_features, image_loss, observe, update_textures
-from ntdm_cli.train.losses import contrastive_loss, fast_class_scores, omega_from_confusion, texel_uv
+from ntdm_cli.model.classifier import fast_class_scores
+from ntdm_cli.train.losses import contrastive_loss, omega_from_confusion, texel_uv
 from tests.helpers import smooth_uv_inputs
 
 

@@ -45,6 +45,7 @@ def train_textures_cmd(
                                      "`ntdm infer` (see `ntdm models`)."),
 ) -> None:
     """Train the backbone and per-category neural textures by contrastive EM (multi-process with torchrun)."""
+    from ntdm_cli.calibration import class_calibrator
     from ntdm_cli.train.loop import train_textures
 
     st = state(ctx)
@@ -68,7 +69,8 @@ def train_textures_cmd(
     output_file_ok(output.with_name(output.name + ".ckpt.h5"), "--output (its checkpoint)", named)
     cats = [c for c in categories.split(",") if c] if categories else None
     summary = train_textures(data, deformer_paths, output, cfg, st.torch_device(), st.config.to_yaml(),
-                             resume=resume, pretrained=pretrained, categories=cats, infer_cfg=infer_cfg)
+                             resume=resume, pretrained=pretrained, categories=cats,
+                             class_calibration=class_calibrator(infer_cfg))
     if summary["rank"] == 0:
         out.print(f"wrote {output}: {len(summary['categories'])} categories, {summary['images']} training images, "
                   f"{summary['epochs']} epochs, final loss {summary['final_loss']:.3f}")

@@ -43,10 +43,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ntdm_cli.conventions import ANGLE_KEYS, VP_KEYS
 from ntdm_cli.errors import ImageError, MissingInputError, NtdmError, NtdmUsageError, short
 
 NUISANCES = ("shape", "pose", "texture", "context", "weather")
-VIEWPOINT_KEYS = ("azimuth", "elevation", "theta", "distance", "focal", "px", "py", "viewport")
 #: PASCAL3D+'s 12 rigid categories
 PASCAL3D_CATEGORIES = ("aeroplane", "bicycle", "boat", "bottle", "bus", "car", "chair", "diningtable",
                        "motorbike", "sofa", "train", "tvmonitor")
@@ -250,7 +250,7 @@ def read_record(path: str | os.PathLike) -> Record:
                     ro.problem = ro.problem or "viewpoint without azimuth/distance (coarse only)"
                 else:
                     v = {}
-                    for k in VIEWPOINT_KEYS:
+                    for k in VP_KEYS:
                         default = {"focal": 1.0, "viewport": 3000.0, "theta": 0.0}.get(k)
                         if k in vnames and np.asarray(vp[k]).size:
                             v[k] = _scalar(vp[k])
@@ -258,7 +258,7 @@ def read_record(path: str | os.PathLike) -> Record:
                             v[k] = default
                         else:
                             raise ValueError(f"viewpoint lacks {k}")
-                    for k in ("azimuth", "elevation", "theta"):
+                    for k in ANGLE_KEYS:
                         v[k] = math.radians(v[k])
                     v["px"] -= 0.5
                     v["py"] -= 0.5

@@ -66,7 +66,7 @@ class CropTransform:
                          (p[..., 1] - self.out_h / 2) / self.scale + self.py], -1)
 
 
-def _warp(arr: np.ndarray, t: CropTransform, nearest: bool) -> np.ndarray:
+def warp(arr: np.ndarray, t: CropTransform, nearest: bool) -> np.ndarray:
     """Resample ``arr`` (H, W[, C]) into the crop: output pixel centre (c + 0.5, r + 0.5) reads the
     original at the inverse-mapped point (bilinear or nearest), zero outside the image."""
     from PIL import Image
@@ -99,9 +99,9 @@ def preprocess(sample, crop_hw: tuple[int, int] | None = None, target_distance: 
     H0, W0 = sample.image.shape[:2]
     t = CropTransform(scale=d / target_distance, px=float(vp["px"]), py=float(vp["py"]), out_h=int(h), out_w=int(w),
                       src_h=H0, src_w=W0)
-    image = _warp(sample.image, t, nearest=False)
-    amodal = _warp(sample.amodal_mask, t, True) if sample.amodal_mask is not None else None
-    occl = _warp(sample.occluder_mask, t, True) if sample.occluder_mask is not None else None
+    image = warp(sample.image, t, nearest=False)
+    amodal = warp(sample.amodal_mask, t, True) if sample.amodal_mask is not None else None
+    occl = warp(sample.occluder_mask, t, True) if sample.occluder_mask is not None else None
     b = t.to_crop(np.array([[sample.bbox[0], sample.bbox[1]], [sample.bbox[2], sample.bbox[3]]]))
     new_vp = dict(vp, distance=float(target_distance), px=w / 2.0, py=h / 2.0)
     out = replace(sample, image=image, amodal_mask=amodal, occluder_mask=occl, viewpoint=new_vp,

@@ -33,6 +33,7 @@ import numpy as np
 
 from ntdm_cli import __version__
 from ntdm_cli.artifacts import LazyArtifact, command_line, open_artifact
+from ntdm_cli.conventions import ANGLE_KEYS, mask_key
 from ntdm_cli.config import section
 from ntdm_cli.console import track, warn
 from ntdm_cli.fsutil import atomic_write, make_output_folder
@@ -43,7 +44,7 @@ from ntdm_cli.metrics import (
     PI_6,
     PI_18,
     ImageResult,
-    _pose_rotation,
+    pose_rotation,
     aggregate,
     mask_iou,
     rotation_error,
@@ -76,11 +77,6 @@ class EvalConfig:
 
 # ------------------------------------------------------------------------------------------------
 # Predictions
-
-
-def mask_key(image_id: str, which: str) -> str:
-    """Group path of a predicted mask: ``masks/<image_id with '/' → '|'>/<amodal|visible|occluded>``."""
-    return f"masks/{image_id.replace('/', '|')}/{which}"
 
 
 @dataclass
@@ -153,7 +149,7 @@ def load_predictions(path: str | os.PathLike, label: str) -> Predictions:
                 raise NtdmError(f"{art.path}: '{key}' has {len(value)} entries, 'image_id' has {n}")
             return value
 
-        angles = np.stack([arr(k) for k in ("azimuth", "elevation", "theta")], -1).reshape(n, 3)
+        angles = np.stack([arr(k) for k in ANGLE_KEYS], -1).reshape(n, 3)
         rotation = arr("rotation", required=False)
         if rotation is not None and rotation.shape != (n, 3, 3):
             raise NtdmError(f"{art.path}: 'rotation' has shape {rotation.shape}, expected ({n}, 3, 3)")
@@ -261,7 +257,7 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
         if not np.isnan(a).all():
             err_true = float(viewpoint_error(a, gt_angles)[0])
     if preds.rotation is not None and np.isfinite(preds.angles[i]).all() and np.isfinite(preds.rotation[i]).all():
-        d = float(rotation_error(preds.rotation[i], _pose_rotation(*preds.angles[i]))[0])
+        d = float(rotation_error(preds.rotation[i], pose_rotation(*preds.angles[i]))[0])
         if d > ROTATION_TOLERANCE:
             run.rotation_disagreements += 1
             run.max_rotation_disagreement = max(run.max_rotation_disagreement, d)

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ntdm_cli.conventions import PREDICTED_VP_KEYS, mask_key
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.fsutil import make_output_folder
 
@@ -152,8 +153,8 @@ def _export_predictions(path: Path, output: Path, req: ExportRequest) -> list[Pa
         scale = torch.from_numpy(np.asarray(art["scale"][i], dtype=np.float32))
         with torch.no_grad():
             verts = d(z)[0] * scale
-        vp = Viewpoint.create(**{k: float(art[k][i]) for k in ("azimuth", "elevation", "theta", "distance", "px", "py")})
-        masks = art[f"masks/{art['image_id'][i].replace('/', '|')}"]
+        vp = Viewpoint.create(**{k: float(art[k][i]) for k in PREDICTED_VP_KEYS})
+        masks = art[mask_key(art["image_id"][i])]
         state = vertex_visibility(verts, d.template, vp, np.asarray(masks["visible"], bool),
                                   np.asarray(masks["amodal"], bool))
         target = output / f"{i:05d}_{_safe(art['image_id'][i])}.obj" if req.all else output

@@ -119,37 +119,6 @@ def classify(losses: dict[str, float], bg_loss: float, categories: list[str],
     return names[best], dict(zip(names, p.tolist()))
 
 
-def solve_category_losses(model, inputs: list, cfg, device,
-                          label: str = "calibrate classes") -> tuple[np.ndarray, np.ndarray]:
-    """The optimised loss of every category on each input and each input's object-absent loss.
-
-    Args:
-        model: NTDMModel (backbone in eval mode).
-        inputs: InferInput list, preprocessed like inference inputs (the model's union crop).
-        cfg: InferConfig of the inference the losses are for (its shortlist is ignored: every
-            category is solved).
-    Returns:
-        losses (N, C) float64 (C = model.categories), bg_loss (N,) float64."""
-    import dataclasses
-
-    from ntdm_cli.console import progress
-    from ntdm_cli.infer.pipeline import infer_batch
-
-    cfg = dataclasses.replace(cfg, shortlist=0, calibrated=False)
-    generator = torch.Generator().manual_seed(0)
-    matrix = np.full((len(inputs), len(model.categories)), np.nan)
-    bg = np.full(len(inputs), np.nan)
-    with progress() as prog:
-        task = prog.add_task(label, total=len(inputs), info="")
-        for s in range(0, len(inputs), cfg.batch_images):
-            chunk = inputs[s:s + cfg.batch_images]
-            for j, p in enumerate(infer_batch(chunk, model, cfg, device, generator)):
-                matrix[s + j] = [p.category_losses[c] for c in model.categories]
-                bg[s + j] = p.background_loss
-            prog.update(task, advance=len(chunk))
-    return matrix, bg
-
-
 def fit_with_data(losses: np.ndarray, bg_loss: np.ndarray, labels) -> dict:
     """:func:`fit_class_calibration` plus the data it was fitted on (class_losses (N, C),
     class_background_loss (N,), class_labels (N,)), so the fit can be inspected or redone."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ntdm_cli.conventions import MASK_GROUP, MASK_KINDS, PREDICTED_VP_KEYS, mask_group_name
 from ntdm_cli.console import progress, warn_skipped
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import ImageError, MissingInputError, NtdmUsageError, short
@@ -21,7 +22,7 @@ from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, Solve
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
-from ntdm_cli.train.losses import fast_class_scores
+from ntdm_cli.model.classifier import fast_class_scores
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MAX_SIDE = 2048
@@ -77,7 +78,7 @@ def check_bbox(bbox: tuple[float, float, float, float], width: int, height: int,
 
 def letterbox(image: np.ndarray, crop_hw: tuple[int, int], bbox: tuple[float, float, float, float] | None):
     """Fit the image (or its bbox region, with 10% margin) into the crop, centred. Returns (crop, t)."""
-    from ntdm_cli.data.preprocess import _warp
+    from ntdm_cli.data.preprocess import warp
 
     H0, W0 = image.shape[:2]
     h, w = crop_hw
@@ -90,7 +91,7 @@ def letterbox(image: np.ndarray, crop_hw: tuple[int, int], bbox: tuple[float, fl
         cx, cy, bw, bh = W0 / 2, H0 / 2, W0, H0
     scale = min(w / bw, h / bh)
     t = CropTransform(scale=scale, px=cx, py=cy, out_h=h, out_w=w, src_h=H0, src_w=W0)
-    return _warp(image, t, nearest=False), t
+    return warp(image, t, nearest=False), t
 
 
 def image_files(paths: list[Path]) -> list[Path]:
@@ -336,7 +337,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
     """Datasets of the predictions artifact (one row per image)."""
     n = len(preds)
     rows = {k: np.array([p.viewpoint[k] for p in preds], dtype=np.float64)
-            for k in ("azimuth", "elevation", "theta", "distance", "px", "py")}
+            for k in PREDICTED_VP_KEYS}
     rot = pose_rotation(torch.tensor(rows["azimuth"]), torch.tensor(rows["elevation"]), torch.tensor(rows["theta"]))
     closs = np.full((n, len(categories)), np.nan)
     cprob = np.zeros((n, len(categories)))
@@ -357,8 +358,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
                           float(p.result.topk_losses[j])]
     masks = {}
     for p in preds:
-        key = p.image_id.replace("/", "|")
-        masks[key] = {"amodal": p.amodal, "visible": p.visible, "occluded": p.amodal & ~p.visible}
+        masks[mask_group_name(p.image_id)] = dict(zip(MASK_KINDS, (p.amodal, p.visible, p.amodal & ~p.visible)))
     data = {
         "image_id": [p.image_id for p in preds],
         "image_path": [p.inp.image_path for p in preds],
@@ -376,7 +376,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
         "nuisance": [p.inp.nuisance for p in preds],
         "topk": topk,
         "timing": {k: np.array([p.timing.get(k, 0.0) for p in preds]) for k in ("features", "init", "optimise", "masks", "total")},
-        "masks": masks,
+        MASK_GROUP: masks,
     }
     data.update(rows)
     if preds:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ntdm_cli.ops import _ext
+from ntdm_cli.ops import extension
 
 _CORNERS = ((0, 0), (0, 1), (1, 1), (1, 0))  # (di, dj) of quad corners a, b, c, d
 
@@ -193,7 +193,7 @@ def _search(uv: torch.Tensor, mask: torch.Tensor, Q: int, seam: float, max_candi
 class _ImageToSurface(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, uv, mask, Q: int, seam: float):  # type: ignore[override]
-        ext = _ext.load()
+        ext = extension.load()
         feat = features.permute(0, 2, 3, 1).contiguous()
         uv_c = uv.contiguous()
         mask_u8 = mask.contiguous().to(torch.uint8)
@@ -210,7 +210,7 @@ class _ImageToSurface(torch.autograd.Function):
         feat, uv_c, mask_u8, weight = ctx.saved_tensors
         if grad_surface is None or not (ctx.needs_input_grad[0] or ctx.needs_input_grad[1]):
             return None, None, None, None, None
-        ext = _ext.load()
+        ext = extension.load()
         g = grad_surface.permute(0, 2, 3, 1)
         scale = torch.where(weight > 0, weight, torch.ones_like(weight)).unsqueeze(-1)
         g = g.contiguous().div_(scale) if not g.is_contiguous() else g / scale
@@ -249,12 +249,12 @@ def image_to_surface(features: torch.Tensor, uv: torch.Tensor, mask: torch.Tenso
         raise ValueError(f"backend must be auto, native or torch, got {backend!r}")
     use_native = False
     if backend != "torch":
-        ext = _ext.load()
+        ext = extension.load()
         supported = ext is not None and (features.device.type == "cpu" or
                                          (features.is_cuda and getattr(ext, "with_cuda", False)))
         if backend == "native" and not supported:
             raise RuntimeError(f"the compiled image_to_surface op is not available for {features.device}; "
-                               + _ext.BUILD_HINT)
+                               + extension.BUILD_HINT)
         use_native = supported
     if not use_native:
         return image_to_surface_torch(features, uv, mask, texture_size, seam_threshold)

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
-_FIELDS = ("azimuth", "elevation", "theta", "distance", "focal", "px", "py", "viewport")
+from ntdm_cli.conventions import VP_KEYS
 
 
 @dataclass
@@ -84,11 +84,16 @@ class Viewpoint:
     @classmethod
     def from_dict(cls, d: dict, **kw: Any) -> "Viewpoint":
         """From a dict of floats (e.g. ``Sample.viewpoint``) or of per-field sequences."""
-        return cls.create(**{k: d[k] for k in _FIELDS if k in d}, **kw)
+        return cls.create(**{k: d[k] for k in VP_KEYS if k in d}, **kw)
+
+    @classmethod
+    def from_rows(cls, rows: torch.Tensor, device: Any = None) -> "Viewpoint":
+        """From stored rows (N, 8) in :data:`ntdm_cli.conventions.VP_KEYS` order, as float32."""
+        return cls.create(**{k: rows[:, i].to(device=device, dtype=torch.float32) for i, k in enumerate(VP_KEYS)})
 
     @classmethod
     def cat(cls, vps: Sequence["Viewpoint"]) -> "Viewpoint":
-        return cls(**{k: torch.cat([getattr(v, k) for v in vps]) for k in _FIELDS})
+        return cls(**{k: torch.cat([getattr(v, k) for v in vps]) for k in VP_KEYS})
 
     def __len__(self) -> int:
         return int(self.azimuth.shape[0])
@@ -96,13 +101,13 @@ class Viewpoint:
     def __getitem__(self, index: Any) -> "Viewpoint":
         if isinstance(index, int):
             index = slice(index, index + 1 if index != -1 else None)
-        return Viewpoint(**{k: getattr(self, k)[index] for k in _FIELDS})
+        return Viewpoint(**{k: getattr(self, k)[index] for k in VP_KEYS})
 
     def to(self, *args: Any, **kwargs: Any) -> "Viewpoint":
-        return Viewpoint(**{k: getattr(self, k).to(*args, **kwargs) for k in _FIELDS})
+        return Viewpoint(**{k: getattr(self, k).to(*args, **kwargs) for k in VP_KEYS})
 
     def detach(self) -> "Viewpoint":
-        return Viewpoint(**{k: getattr(self, k).detach() for k in _FIELDS})
+        return Viewpoint(**{k: getattr(self, k).detach() for k in VP_KEYS})
 
     def expand(self, n: int) -> "Viewpoint":
         """Repeat a single viewpoint n times (N must be 1 or n)."""
@@ -110,10 +115,10 @@ class Viewpoint:
             return self
         if len(self) != 1:
             raise ValueError(f"cannot expand {len(self)} viewpoints to {n}")
-        return Viewpoint(**{k: getattr(self, k).expand(n) for k in _FIELDS})
+        return Viewpoint(**{k: getattr(self, k).expand(n) for k in VP_KEYS})
 
     def as_dicts(self) -> list[dict]:
-        return [{k: float(getattr(self, k)[i]) for k in _FIELDS} for i in range(len(self))]
+        return [{k: float(getattr(self, k)[i]) for k in VP_KEYS} for i in range(len(self))]
 
     @property
     def device(self) -> torch.device:

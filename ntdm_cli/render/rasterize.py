@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import torch
 
-from ntdm_cli.ops import _ext
+from ntdm_cli.ops import extension
 
 BACKENDS = ("auto", "native", "torch", "pytorch3d")
 _AREA_EPS = 1e-10
@@ -80,10 +80,10 @@ def pytorch3d_available() -> bool:
 
 
 def native_available(device: torch.device | str = "cpu") -> bool:
-    ext = _ext.load()
+    ext = extension.load()
     if ext is None or not hasattr(ext, "rasterize_pix_to_face"):
         return False
-    return torch.device(device).type == "cpu" or _ext.has_cuda_kernels()
+    return torch.device(device).type == "cpu" or extension.has_cuda_kernels()
 
 
 def resolve_backend(backend: str, device: torch.device | str) -> str:
@@ -95,7 +95,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
             return "native"
         return "pytorch3d" if pytorch3d_available() else "torch"
     if backend == "native" and not native_available(device):
-        raise RuntimeError(f"the native rasterizer is not available on {device}: {_ext.BUILD_HINT}")
+        raise RuntimeError(f"the native rasterizer is not available on {device}: {extension.BUILD_HINT}")
     if backend == "pytorch3d" and not pytorch3d_available():
         raise RuntimeError("backend 'pytorch3d' requested but pytorch3d cannot be imported")
     return backend
@@ -172,7 +172,7 @@ def pix_to_face(verts: torch.Tensor, faces: torch.Tensor, image_size: tuple[int,
     args = (verts.detach(), faces, H, W, int(faces_per_pixel), float(blur_radius), bool(perspective_correct),
             bool(clip_barycentric_coords), bool(cull_backfaces))
     if backend == "native":
-        ext = _ext.load()
+        ext = extension.load()
         return ext.rasterize_pix_to_face(args[0].contiguous(), faces.contiguous(), *args[2:])
     if backend == "pytorch3d":
         return _pix_to_face_pytorch3d(*args)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ntdm_cli.console import progress
+from ntdm_cli.train.data import collate
 
 
 class BodyCache:
@@ -38,14 +39,7 @@ class BodyCache:
         backbone.train(was_training)
 
     def batch(self, rows: list[int]) -> dict:
-        """The collated batch of training indices ``rows`` (one category): the keys of
-        train.loop's collate without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2))."""
-        items = [self.items[i] for i in rows]
-        return {
-            "body": (torch.stack([self.maps[i][0] for i in rows]), torch.stack([self.maps[i][1] for i in rows])),
-            "category": torch.tensor([it["category"] for it in items]),
-            "cad": torch.tensor([it["cad"] for it in items]),
-            "viewpoint": torch.stack([it["viewpoint"] for it in items]),
-            "mask": torch.stack([it["mask"] for it in items]),
-            "instance_scale": torch.stack([it["instance_scale"] for it in items]),
-        }
+        """The collated batch of training indices ``rows`` (one category): train.data.collate's keys
+        without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2))."""
+        body = (torch.stack([self.maps[i][0] for i in rows]), torch.stack([self.maps[i][1] for i in rows]))
+        return {"body": body, **collate([self.items[i] for i in rows])}

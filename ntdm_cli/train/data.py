@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ntdm_cli.conventions import VP_KEYS
 from ntdm_cli.data.pascal3d import Pascal3DDataset
 from ntdm_cli.data.preprocess import preprocess
 from ntdm_cli.errors import NtdmError
 
-VP_KEYS = ("azimuth", "elevation", "theta", "distance", "focal", "px", "py", "viewport")
 
 
 def _id_hash(image_id: str) -> int:
@@ -102,3 +102,17 @@ class TrainingSet(torch.utils.data.Dataset):
             "instance_scale": torch.tensor(out.instance_scale if out.instance_scale else (1.0, 1.0, 1.0),
                                            dtype=torch.float32),
         }
+
+
+def collate(items: list[dict]) -> dict:
+    """A batch of :meth:`TrainingSet.load` items: image (B, 3, H, W) when the items carry one,
+    category (B,), cad (B,), viewpoint (B, 8), mask (B, H, W) bool, instance_scale (B, 3)."""
+    out = {"image": torch.stack([it["image"] for it in items])} if "image" in items[0] else {}
+    out.update(
+        category=torch.tensor([it["category"] for it in items]),
+        cad=torch.tensor([it["cad"] for it in items]),
+        viewpoint=torch.stack([it["viewpoint"] for it in items]),
+        mask=torch.stack([it["mask"] for it in items]),
+        instance_scale=torch.stack([it["instance_scale"] for it in items]),
+    )
+    return out

@@ -1,4 +1,4 @@
-"""Benchmark: one training step (train.loop.train_step) by backbone precision and memory layout.
+"""Benchmark: one training step (train.trainer.Trainer.step) by backbone precision and memory layout.
 
 A batch of B synthetic images (a sphere template rendered at random azimuths, random pixels) goes
 through the whole step: backbone forward, surface rasterisation, observation, contrastive losses,
@@ -29,6 +29,7 @@ from ntdm_cli.geometry.template import make_template
 from ntdm_cli.model.backbone import bf16_fast, make_backbone
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
 from ntdm_cli.train import loop
+from ntdm_cli.train.trainer import Trainer
 
 SETTINGS = [("fp32 NCHW", False, False), ("fp32 channels-last", False, True), ("bf16 NCHW", True, False),
             ("bf16 channels-last", True, True)]
@@ -79,8 +80,8 @@ def main() -> None:
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            parts = loop.train_step(batch, bb, bb, tex, bank, torch.zeros(1, 1), {(0, 0): t.verts * 0.5}, t, cfg, opt,
-                                    torch.Generator().manual_seed(r), dev, False)
+            trainer = Trainer(cfg, bb, tex, bank, torch.zeros(1, 1), {(0, 0): t.verts * 0.5}, t, opt, device=dev)
+            parts = trainer.step(batch, torch.Generator().manual_seed(r))
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             if r > 0:

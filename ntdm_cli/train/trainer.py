@@ -1,0 +1,213 @@
+"""The training state of ``ntdm train-textures`` and one EM step on it (CoKe, scaled as 3D-CompNets).
+
+A :class:`Trainer` holds what training changes — backbone, neural textures, background bank, the
+cross-category weights ω, optimiser, scheduler, curves — and what it reads — the category meshes
+(one per CAD, precomputed by the deformers) and the template. ``trainer.step(batch, generator)`` is one
+EM step: features, surface observation, contrastive loss and backbone update (M step on the backbone),
+texture update by momentum (E step), background bank update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ntdm_cli.console import info
+from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.geometry.deformer import Deformer
+from ntdm_cli.geometry.template import Template
+from ntdm_cli.model.backbone import evaluating, feature_stride, make_backbone, resolve_amp
+from ntdm_cli.model.classifier import fast_class_scores
+from ntdm_cli.model.io import NTDMModel
+from ntdm_cli.model.surface import rasterize_surface
+from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
+from ntdm_cli.render import Viewpoint
+from ntdm_cli.train.augment import paste_occluders
+from ntdm_cli.train.checkpoint import CURVES
+from ntdm_cli.train.distributed import all_gather_rows
+from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
+from ntdm_cli.train.settings import TrainConfig
+
+
+def seeded(seed: int, *parts: int) -> torch.Generator:
+    """A generator seeded from (seed, *parts): every draw of training derives from (seed, epoch, step)."""
+    s = seed
+    for p in parts:
+        s = (s * 1000003 + int(p)) % (2**63 - 1)
+    return torch.Generator().manual_seed(s)
+
+
+@dataclass
+class Trainer:
+    """Backbone, textures (one per category), bank and ω under training, with their optimiser.
+
+    ``shapes`` maps (category index, CAD index) to the CAD's deformed template vertices (V, 3);
+    ``ddp`` is the backbone as called in a step (its DistributedDataParallel wrapper under torchrun,
+    the backbone itself otherwise). ``categories``, ``deformers`` and ``extra`` are what a written
+    model carries besides the trained parts."""
+
+    cfg: TrainConfig
+    backbone: torch.nn.Module
+    textures: list[NeuralTexture]
+    bank: BackgroundBank
+    omega: torch.Tensor  # (C, C) cross-category weights
+    shapes: dict
+    template: Template
+    optimizer: torch.optim.Optimizer
+    scheduler: object = None
+    device: torch.device | str = "cpu"
+    ddp: torch.nn.Module | None = None
+    distributed: bool = False
+    categories: list[str] = field(default_factory=list)
+    deformers: dict[str, Deformer] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
+    calibration: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.ddp is None:
+            self.ddp = self.backbone
+
+    @classmethod
+    def build(cls, cfg: TrainConfig, categories: list[str], deformers: dict[str, Deformer], device,
+              pretrained: Path | None = None, rank: int = 0, extra: dict | None = None) -> tuple["Trainer", bool]:
+        """A fresh trainer: backbone (from ImageNet weights where asked), textures and bank drawn from
+        ``cfg.seed``, ω all ones off the diagonal, Adam with exponential decay. Returns the trainer and
+        whether its backbone body is frozen (its outputs can then be cached)."""
+        template = next(iter(deformers.values())).template.to(device)
+        with torch.no_grad():
+            shapes = {(ci, k): deformers[c](deformers[c].latents[k:k + 1].to(device))[0]
+                      for ci, c in enumerate(categories) for k in range(deformers[c].num_latents)}
+        backbone = make_backbone(cfg.backbone, cfg.feature_dim).to(device)
+        backbone.amp = resolve_amp(cfg.amp, device)
+        if backbone.amp and rank == 0:
+            info(f"backbone under bfloat16 autocast (train.amp={cfg.amp}); textures and losses in float32")
+        if pretrained is not None and not hasattr(backbone, "load_pretrained"):
+            raise NtdmUsageError(f"--pretrained applies to resnet50-ext and effnet-lite*, not {cfg.backbone}")
+        wheel = cfg.pretrained and getattr(backbone, "pretrained_default", False)
+        if pretrained is not None or wheel:
+            loaded = backbone.load_pretrained(pretrained)
+            if rank == 0:
+                info(f"loaded {loaded} pretrained tensors from {pretrained or 'the ImageNet checkpoint of ' + cfg.backbone}")
+        frozen = (pretrained is not None or wheel) and cfg.freeze == "body" and hasattr(backbone, "freeze_body")
+        if frozen:
+            backbone.freeze_body()
+        g0 = seeded(cfg.seed, 7)
+        C = len(categories)
+        textures = [NeuralTexture(cfg.num_bins, cfg.texture_size, cfg.feature_dim, generator=g0, device=device)
+                    for _ in categories]
+        bank = BackgroundBank(cfg.bank_size, cfg.feature_dim, generator=g0, device=device)
+        omega = torch.ones(C, C) - torch.eye(C)
+        if hasattr(backbone, "head_parameters"):  # a pretrained body learns at body_lr_scale × lr
+            body = [p for p in backbone.body_parameters() if p.requires_grad]
+            groups = [{"params": list(backbone.head_parameters()), "lr": cfg.lr}]
+            if body:
+                groups.append({"params": body, "lr": cfg.lr * (cfg.body_lr_scale if (pretrained or wheel) else 1.0)})
+            optimizer = torch.optim.Adam(groups, lr=cfg.lr)
+        else:
+            optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr)
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
+        trainer = cls(cfg, backbone, textures, bank, omega, shapes, template, optimizer, scheduler, device,
+                      categories=list(categories), deformers=deformers, extra=dict(extra or {}))
+        return trainer, frozen
+
+    def wrap_distributed(self) -> None:
+        """Wrap the backbone in DistributedDataParallel (call after resuming, before the first step)."""
+        self.ddp = torch.nn.parallel.DistributedDataParallel(self.backbone)
+        self.distributed = True
+
+    def model(self, with_history: bool = False) -> NTDMModel:
+        """The model as trained so far; ``with_history`` adds curves, calibration and ``extra``."""
+        cats = self.categories
+        parts = (self.cfg.backbone, self.backbone, cats, dict(zip(cats, self.textures)), self.bank,
+                 {c: self.deformers[c] for c in cats}, self.cfg.bin_temperature, self.omega)
+        if not with_history:
+            return NTDMModel(*parts)
+        return NTDMModel(*parts, {k: np.asarray(v) for k, v in self.curves.items()}, self.calibration,
+                         extra=self.extra)
+
+    def step(self, batch: dict, generator: torch.Generator) -> dict:
+        """One EM step on a batch (images, or the cached body maps ``batch["body"]`` of a frozen body).
+
+        Args:
+            batch: train.data.collate's keys: image (B, 3, H, W) or body, category (B,), cad (B,),
+                viewpoint (B, 8) in VP_KEYS order, mask (B, H, W) bool, instance_scale (B, 3).
+            generator: every random draw of the step (occluders, sampled texels, bank features).
+        Returns the loss parts (floats) and the number of images given and used."""
+        cfg, device = self.cfg, self.device
+        cats = batch["category"].tolist()
+        occluder = occluder_bg = None
+        if "body" in batch:
+            feats = self.ddp(tuple(m.to(device) for m in batch["body"]))  # (B, d, h, w)
+        else:
+            images = batch["image"].to(device)
+            if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
+                images, occluder, occluder_bg = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
+                                                                cfg.occlude_max, generator)
+            feats = self.ddp(images)  # (B, d, h, w)
+        h, w = feats.shape[-2:]
+        verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
+        verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
+        vp = Viewpoint.from_rows(batch["viewpoint"], device)
+        # The surface is observed on a grid ``observe_upsample`` times finer than the feature map (features
+        # bilinearly upsampled): image_to_surface only carries texels of feature-map quads whose four
+        # corners are on the object, so at stride 8 thin parts (wings, legs) and the silhouette's border
+        # would hardly ever be observed.
+        up = cfg.observe_upsample
+        t = self.template
+        with torch.no_grad():
+            surf = rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, vp, (h * up, w * up),
+                                     float(feature_stride(self.backbone)) / up, cfg.num_bins, cfg.bin_temperature)
+        fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
+        seen = surf.mask
+        if occluder is not None:  # no texel is observed through an occluder
+            seen = seen & ~(F.adaptive_avg_pool2d(occluder.float().unsqueeze(1), (h * up, w * up))[:, 0] > 0.5)
+        obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
+        on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask  # (B, h, w)
+        parts = [image_loss(obs, i, c, self.textures, self.bank, self.omega, cfg, generator)
+                 for i, c in enumerate(cats)]
+        used = [p for p in parts if p is not None]
+        if used:
+            loss = sum(p.total for p in used) / len(used)
+        else:  # nothing visible in this batch: a zero loss that still touches every parameter (DDP)
+            loss = feats.sum() * 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        update_textures(obs, cats, self.textures, cfg.momentum, distributed=self.distributed)
+        annotated = F.adaptive_max_pool2d(batch["mask"].float().unsqueeze(1).to(device), (h, w))[:, 0] > 0
+        not_bg = on_object | annotated
+        if occluder_bg is not None:  # feature cells mostly covered by an occluder showing background are background
+            not_bg = not_bg & ~(F.adaptive_avg_pool2d(occluder_bg.float().unsqueeze(1), (h, w))[:, 0] >= 0.75)
+        bg = background_features(feats.detach(), not_bg, cfg.bank_per_image, generator)
+        if self.distributed:
+            bg = torch.cat(all_gather_rows(bg.float()))
+        self.bank.push(bg)
+        n = max(len(used), 1)
+        return {"loss": float(loss.detach()), "inner": sum(float(p.inner) for p in used) / n,
+                "cross": sum(float(p.cross) for p in used) / n, "ml": sum(float(p.ml) for p in used) / n,
+                "pairs": sum(p.pairs for p in used), "images": len(cats), "used": len(used)}
+
+    @torch.no_grad()
+    def calibrate(self, dataset, indices: list[int]) -> tuple[float, torch.Tensor]:
+        """Fast-classifier accuracy and confusion matrix (C, C) (rows = ground truth) on ``indices``
+        of ``dataset`` (train.data.TrainingSet)."""
+        cfg = self.cfg
+        C = len(self.textures)
+        confusion = torch.zeros(C, C)
+        if not indices:
+            return float("nan"), confusion
+        protos = [t.prototypes(cfg.classifier_pool) for t in self.textures]  # once per calibration, not per batch
+        with evaluating(self.backbone):
+            for s in range(0, len(indices), cfg.batch_size):
+                items = [dataset.load(i, dataset.crop_hw) for i in indices[s:s + cfg.batch_size]]
+                images = torch.stack([it["image"] for it in items]).to(self.device)
+                pred = fast_class_scores(self.backbone(images), protos, self.bank.active()).argmax(-1).cpu()
+                for it, p in zip(items, pred.tolist()):
+                    confusion[it["category"], p] += 1
+        acc = float(confusion.diagonal().sum() / confusion.sum())
+        return acc, confusion
