@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ntdm_cli.render.bench import BenchConfig, icosphere, plot_results, run_bench, write_results
+from ntdm_cli.bench.raster import BenchConfig, icosphere, plot_results, run_bench, write_results
 from ntdm_cli.render.rasterize import native_available
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from ntdm_cli.render import (
     softras_blend,
     world_to_camera,
 )
-from ntdm_cli.render.bench import icosphere
+from ntdm_cli.bench.raster import icosphere
 
 
 def sphere_scene(N=2, H=24, W=30, subdivisions=2, dtype=torch.float64, **kw):

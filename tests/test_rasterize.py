@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ntdm_cli.render import Viewpoint, project, rasterize, world_to_camera
-from ntdm_cli.render.bench import icosphere
+from ntdm_cli.bench.raster import icosphere
 from ntdm_cli.render.rasterize import native_available, pix_to_face, pytorch3d_available
 
 needs_native = pytest.mark.skipif(not native_available(), reason="compiled extension not built")

@@ -79,7 +79,7 @@ def bench_raster(
     median time, time per image, peak memory; skipped configurations are listed with the reason."""
     import torch
 
-    from ntdm_cli.render.bench import BenchConfig, plot_results, run_bench, write_results
+    from ntdm_cli.bench.raster import BenchConfig, plot_results, run_bench, write_results
 
     st = state(ctx)
     device = st.torch_device()
@@ -98,7 +98,7 @@ def bench_raster(
         output_file_ok(plot, "--plot")
         if plot.suffix.lower() != ".png":
             raise NtdmUsageError(f"--plot {plot}: expected a .png file name")
-    from ntdm_cli.render.bench import available_backends
+    from ntdm_cli.bench.raster import available_backends
 
     usable = available_backends(device)
     for b in backend:

@@ -129,7 +129,7 @@ def _export_predictions(path: Path, output: Path, req: ExportRequest) -> list[Pa
     import torch
 
     from ntdm_cli.artifacts import read_artifact
-    from ntdm_cli.infer.outputs import export_prediction_obj, vertex_visibility
+    from ntdm_cli.geometry.visibility import export_prediction_obj, vertex_visibility
     from ntdm_cli.render import Viewpoint
 
     art = read_artifact(path, "predictions")

@@ -25,7 +25,7 @@ import time
 import torch
 
 from ntdm_cli.render import rasterize
-from ntdm_cli.render.bench import sphere_screen_verts
+from ntdm_cli.bench.raster import sphere_screen_verts
 
 
 def make_inputs(N, subdivisions, H, W, device):

@@ -1,7 +1,7 @@
 """Rasterizer benchmark (``ntdm bench-raster``): backends × icosphere sizes × image size × K × batch,
 forward and forward+backward, median time and peak memory.
 
-Also provides :func:`icosphere` (the shared template when ``ntdm_cli.geometry`` exists) and
+Also provides :func:`icosphere` (the model's template) and
 :func:`sphere_screen_verts` (a sphere of a given pixel radius in front of a PASCAL3D+ camera), used by
 the benchmarks and tests.
 """
@@ -22,49 +22,16 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from ntdm_cli.errors import NtdmError, NtdmUsageError
+from ntdm_cli.fsutil import atomic_write
+from ntdm_cli.geometry.mesh_io import load_mesh
+from ntdm_cli.geometry.template import make_template
 
 
 def icosphere(subdivisions: int = 4, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit icosphere: (verts (V, 3), faces (F, 3) int64), F = 20·4^subdivisions, faces counter-clockwise
-    seen from outside. Uses ``ntdm_cli.geometry.make_template`` when that module exists."""
-    try:  # the geometry package owns the template (same topology)
-        from ntdm_cli.geometry.template import make_template  # type: ignore
-
-        t = make_template(subdivisions)
-        return torch.as_tensor(t.verts, dtype=dtype), torch.as_tensor(t.faces, dtype=torch.int64)
-    except ImportError:
-        pass
-    p = (1 + 5 ** 0.5) / 2
-    verts = [[-1, p, 0], [1, p, 0], [-1, -p, 0], [1, -p, 0], [0, -1, p], [0, 1, p], [0, -1, -p], [0, 1, -p],
-             [p, 0, -1], [p, 0, 1], [-p, 0, -1], [-p, 0, 1]]
-    faces = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
-             [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5], [2, 4, 11],
-             [6, 2, 10], [8, 6, 7], [9, 8, 1]]
-    verts = [list(map(float, v)) for v in verts]
-    for _ in range(subdivisions):
-        cache: dict[tuple[int, int], int] = {}
-
-        def mid(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                verts.append([(verts[a][i] + verts[b][i]) / 2 for i in range(3)])
-                cache[key] = len(verts) - 1
-            return cache[key]
-
-        new = []
-        for a, b, c in faces:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
-            new += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
-        faces = new
-    v = torch.tensor(verts, dtype=torch.float64)
-    v = v / v.norm(dim=1, keepdim=True)
-    f = torch.tensor(faces, dtype=torch.int64)
-    # orient every face counter-clockwise seen from outside
-    tri = v[f]
-    normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    flip = (normal * tri.mean(1)).sum(1) < 0
-    f[flip] = f[flip][:, [0, 2, 1]]
-    return v.to(dtype), f
+    """Unit icosphere, the model's template: (verts (V, 3), faces (F, 3) int64), F = 20·4^subdivisions,
+    faces counter-clockwise seen from outside."""
+    t = make_template(subdivisions)
+    return torch.as_tensor(t.verts, dtype=dtype), torch.as_tensor(t.faces, dtype=torch.int64)
 
 
 def sphere_screen_verts(batch: int, subdivisions: int, image_size: tuple[int, int], coverage: float = 0.25,
@@ -222,23 +189,8 @@ def load_bench_mesh(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tensor
     path = Path(path)
     if not path.is_file():
         raise NtdmUsageError(f"--mesh {path}: no such file")
-    try:
-        from ntdm_cli.geometry import load_mesh  # type: ignore
-
-        mesh = load_mesh(path)
-        verts, faces = torch.as_tensor(mesh.verts, dtype=torch.float64), torch.as_tensor(mesh.faces, dtype=torch.int64)
-    except ImportError:
-        import numpy as np
-        import trimesh
-
-        try:
-            m = trimesh.load(path, force="mesh", process=False)
-        except Exception as exc:
-            raise NtdmError(f"--mesh {path}: cannot read it as a mesh ({exc})") from None
-        if not hasattr(m, "faces") or len(m.faces) == 0:
-            raise NtdmError(f"--mesh {path}: no faces")
-        verts = torch.as_tensor(np.asarray(m.vertices), dtype=torch.float64)
-        faces = torch.as_tensor(np.asarray(m.faces), dtype=torch.int64)
+    mesh = load_mesh(path)
+    verts, faces = torch.as_tensor(mesh.verts, dtype=torch.float64), torch.as_tensor(mesh.faces, dtype=torch.int64)
     if not torch.isfinite(verts).all():
         raise NtdmError(f"--mesh {path}: non-finite vertex coordinates")
     verts = verts - (verts.max(0).values + verts.min(0).values) / 2
@@ -371,12 +323,6 @@ def _measure(row: BenchRow, backend: str, mode: str, screen, faces, cfg: BenchCo
 FIELDS = [f for f in BenchRow.__dataclass_fields__]
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    from ntdm_cli.fsutil import atomic_write
-
-    atomic_write(path, lambda tmp: write(Path(tmp)))
-
-
 def write_results(rows: Sequence[BenchRow], path: str | os.PathLike, meta: dict | None = None) -> None:
     """``.csv`` (one row per configuration) or ``.json`` ({"meta": ..., "rows": [...]})."""
     path = Path(path)
@@ -386,11 +332,11 @@ def write_results(rows: Sequence[BenchRow], path: str | os.PathLike, meta: dict 
         w.writeheader()
         for r in rows:
             w.writerow(asdict(r))
-        _atomic_write(path, lambda p: p.write_text(buf.getvalue()))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
     elif path.suffix.lower() == ".json":
         text = json.dumps({"meta": meta or {}, "rows": [asdict(r) for r in rows]}, indent=2,
                           default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x))
-        _atomic_write(path, lambda p: p.write_text(text.replace("NaN", "null")))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text.replace("NaN", "null")))
     else:
         raise NtdmUsageError(f"--out {path}: expected a .csv or .json file name")
 
@@ -426,5 +372,5 @@ def plot_results(rows: Sequence[BenchRow], path: str | os.PathLike) -> None:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise NtdmUsageError(f"--plot {path}: expected a .png file name")
-    _atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
