@@ -126,6 +126,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """:func:`atomic_write` of ``data`` to ``path``."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    return atomic_write(path, write)
+
+
 def same_path(a: os.PathLike, b: os.PathLike) -> bool:
     """Whether ``a`` and ``b`` name the same file or folder (links and ``..`` resolved)."""
     a, b = Path(a), Path(b)

@@ -15,7 +15,9 @@ from ntdm_cli.artifacts import write_artifact
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.eval import GroundTruth, ground_truth_from_sample, load_ground_truth, run_eval
 from ntdm_cli.eval import report as report_mod
-from ntdm_cli.eval.report import EvalConfig, load_predictions, mask_key
+from ntdm_cli.eval import scoring as scoring_mod
+from ntdm_cli.conventions import mask_key
+from ntdm_cli.eval.report import EvalConfig, load_predictions
 from ntdm_cli.metrics import pose_rotation
 
 D = math.radians
@@ -258,7 +260,7 @@ def test_cli_side_by_side_with_labels(tmp_path, monkeypatch, capsys):
     full = write_predictions(tmp_path / "full.h5", gt)
     ablation = write_predictions(tmp_path / "nobg.h5", gt, offsets={"car/a": (0, 0, 60), "car/b": (0, 0, 12)})
     fake = FakeGroundTruth(gt)
-    monkeypatch.setattr(report_mod, "load_ground_truth", fake)
+    monkeypatch.setattr(scoring_mod, "load_ground_truth", fake)
     code, out, err = cli_in_process(monkeypatch, capsys, "eval", str(full), str(ablation), "--data", str(tmp_path),
                                     "--out", str(tmp_path / "rep"), "--labels", "full,no-bg", "--overlays", "1")
     assert code == 0, err

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ntdm_cli.fsutil import atomic_write
-from ntdm_cli.geometry.visibility import export_prediction_obj, vertex_visibility
+from ntdm_cli.geometry.visibility import OCCLUDED, VISIBLE, export_prediction_obj, vertex_visibility
 from ntdm_cli.render import Viewpoint, project
 
 def overlay_png(path: Path, image: np.ndarray, amodal: np.ndarray, visible: np.ndarray, verts: np.ndarray,
