@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Tuple
 
-from ntdm_cli.errors import NtdmError, NtdmUsageError, short
+from ntdm_cli.errors import MissingInputError, NtdmError, NtdmUsageError, short
 
 #: errno values that mean "the file system is full"
 _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
@@ -134,6 +134,24 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
 
     return atomic_write(path, write)
+
+
+def existing_file(path: Path, option: str) -> Path:
+    """``path`` if it is an existing file; else a usage error (exit 2) naming ``option``."""
+    if not path.exists():
+        raise MissingInputError(f"{option} {short(path)}: no such file")
+    if path.is_dir():
+        raise NtdmUsageError(f"{option} {short(path)}: is a folder, expected a file")
+    return path
+
+
+def existing_folder(path: Path, option: str) -> Path:
+    """``path`` if it is an existing folder; else a usage error (exit 2) naming ``option``."""
+    if not path.exists():
+        raise MissingInputError(f"{option} {short(path)}: no such folder")
+    if not path.is_dir():
+        raise NtdmUsageError(f"{option} {short(path)}: is a file, expected a folder")
+    return path
 
 
 def same_path(a: os.PathLike, b: os.PathLike) -> bool:

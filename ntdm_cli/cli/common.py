@@ -9,8 +9,8 @@ from typing import Any, Iterable
 import typer
 
 from ntdm_cli.config import ConfigStore
-from ntdm_cli.errors import MissingInputError, NtdmUsageError, short
-from ntdm_cli.fsutil import Input, check_output
+from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.fsutil import Input, check_output, existing_file, existing_folder  # noqa: F401  (used by the commands)
 
 
 @dataclass
@@ -45,24 +45,6 @@ def check_device_name(value: str) -> str:
     if not ok:
         raise NtdmUsageError(f"--device {value!r}: expected auto, cpu, cuda or cuda:N")
     return value
-
-
-def existing_file(path: Path, option: str) -> Path:
-    """``path`` if it is an existing file; else a usage error (exit 2) naming ``option``."""
-    if not path.exists():
-        raise MissingInputError(f"{option} {short(path)}: no such file")
-    if path.is_dir():
-        raise NtdmUsageError(f"{option} {short(path)}: is a folder, expected a file")
-    return path
-
-
-def existing_folder(path: Path, option: str) -> Path:
-    """``path`` if it is an existing folder; else a usage error (exit 2) naming ``option``."""
-    if not path.exists():
-        raise MissingInputError(f"{option} {short(path)}: no such folder")
-    if not path.is_dir():
-        raise NtdmUsageError(f"{option} {short(path)}: is a file, expected a folder")
-    return path
 
 
 def output_file_ok(path: Path, option: str, inputs: Iterable[Input] = ()) -> Path:
