@@ -30,6 +30,7 @@ import numpy as np
 from ntdm_cli.data.categories import MODULES
 from ntdm_cli.data.primitives import along_y, box, cylinder, fin, frustum, hexa, lathe, mirror_x, wing  # noqa: F401
 from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.geometry import mesh_io
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -140,15 +141,9 @@ def nearest_train_subtype(category: str, index: int) -> int:
     return cands[int(np.argmin(d))]
 
 
-def write_off(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray) -> None:
-    """OFF text file, written to a temp file and renamed into place."""
-    path = Path(path)
-    lines = ["OFF", f"{len(verts)} {len(faces)} 0"]
-    lines += [f"{x:.6f} {y:.6f} {z:.6f}" for x, y, z in verts]
-    lines += [f"3 {a} {b} {c}" for a, b, c in faces]
-    from ntdm_cli.fsutil import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+def write_off(path: str | os.PathLike, verts: np.ndarray, faces: np.ndarray) -> Path:
+    """A catalogue mesh as an OFF file: geometry.write_off with six decimals per coordinate."""
+    return mesh_io.write_off(path, verts, faces, number_format="%.6f")
 
 
 def write_cads(root: str | os.PathLike, categories, heldout_root: str | os.PathLike | None = None) -> dict[str, int]:

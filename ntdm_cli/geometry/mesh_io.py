@@ -373,11 +373,12 @@ def write_obj(path: str | os.PathLike, verts, faces, vertex_colors=None, verts_u
     return _atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def write_off(path: str | os.PathLike, verts, faces) -> Path:
-    """Write an OFF file (atomically). verts: (V, 3) float; faces: (F, 3) int (0-based)."""
+def write_off(path: str | os.PathLike, verts, faces, number_format: str = "%.9g") -> Path:
+    """Write an OFF file (atomically). verts: (V, 3) float; faces: (F, 3) int (0-based);
+    ``number_format``: %-format of one coordinate (the synthetic CAD catalogue writes ``%.6f``)."""
     path = Path(path)
     verts = _as_numpy(verts).astype(np.float64).reshape(-1, 3)
     faces = _as_numpy(faces).astype(np.int64).reshape(-1, 3)
-    text = (f"OFF\n{len(verts)} {len(faces)} 0\n" + _fmt_rows(verts, "", "%.9g")
+    text = (f"OFF\n{len(verts)} {len(faces)} 0\n" + _fmt_rows(verts, "", number_format)
             + _fmt_rows(np.concatenate([np.full((len(faces), 1), 3), faces], 1), "", "%d"))
     return _atomic_write(path, lambda tmp: Path(tmp).write_text(text))

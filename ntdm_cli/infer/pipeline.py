@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from ntdm_cli.conventions import MASK_GROUP, MASK_KINDS, PREDICTED_VP_KEYS, mask_group_name
 from ntdm_cli.console import progress, warn_skipped
+from ntdm_cli.data.pascal3d import load_image
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import ImageError, MissingInputError, NtdmUsageError, short
 from ntdm_cli.infer.classify import background_loss, classify
@@ -56,14 +57,6 @@ class Annotation:
     distance: float
     cad_index: int
     instance_scale: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-
-def load_image_file(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB (any mode converted, see :func:`ntdm_cli.data.pascal3d.to_rgb8`); images
-    larger than ``MAX_SIDE`` reduced."""
-    from ntdm_cli.data.pascal3d import load_image
-
-    return load_image(path, max_side=MAX_SIDE)
 
 
 def check_bbox(bbox: tuple[float, float, float, float], width: int, height: int, where: str) -> None:
@@ -117,7 +110,7 @@ def inputs_from_files(paths: list[Path], crop_hw, category: str | None, bbox) ->
     out, bad, first_error = [], [], None
     for f in image_files(paths):
         try:
-            img = load_image_file(f)
+            img = load_image(f, max_side=MAX_SIDE)  # (H, W, 3) uint8, large images reduced
         except ImageError as exc:
             bad.append(str(f))
             first_error = first_error or exc
