@@ -3,7 +3,7 @@
 Everything here is plain numpy in float64 (evaluation is cheap; exactness matters more than speed).
 Torch tensors are accepted wherever an array is (they are moved to CPU numpy first).
 
-Pose error (DESIGN.md, "Pose error"): the rotation of a viewpoint is
+Pose error (docs/design.md, "Pose error"): the rotation of a viewpoint is
 ``R = Rz(theta) · R_view(azimuth, elevation)`` with ``R_view = Rx(e') · Rz(a')``, ``a' = -a`` and
 ``e' = -(π/2 - e)`` (PASCAL3D+ / NeMo convention) and the error between two rotations is
 
@@ -57,7 +57,7 @@ def _rx(t: np.ndarray) -> np.ndarray:
 
 
 def pose_rotation(azimuth: Any, elevation: Any, theta: Any) -> np.ndarray:
-    """Rotation of a PASCAL3D+ viewpoint, following DESIGN.md exactly.
+    """Rotation of a PASCAL3D+ viewpoint, following docs/design.md exactly.
 
     azimuth, elevation, theta: (N,) radians (scalars broadcast) -> R: (N,3,3) float64,
     ``R = Rz(theta) · Rx(-(π/2 - elevation)) · Rz(-azimuth)`` (world → camera rotation).

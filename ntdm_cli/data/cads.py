@@ -1,7 +1,7 @@
 """Procedural CAD models of the synthetic benchmark, in PASCAL3D+'s category frame: the category
 registry, subtype splits, and the OFF writer.
 
-Frame (as the PASCAL3D+ CAD models): z up, the object's front faces -y (azimuth 0 under DESIGN.md's
+Frame (as the PASCAL3D+ CAD models): z up, the object's front faces -y (azimuth 0 under docs/design.md's
 camera looks at the front, azimuth 90° at the object's side on +x), length along y for vehicles,
 width along x; every model is centred on its bounding-box centre and sized like PASCAL3D+'s models
 (largest dimension about 1 unit).

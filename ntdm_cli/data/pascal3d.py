@@ -26,7 +26,7 @@ The record, as ``scipy.io.loadmat`` returns it: ``rec = loadmat(f)["record"][0, 
 **degrees**, ``distance``, ``focal``, ``px``, ``py`` (1-based pixel coordinates: MATLAB puts pixel
 centres at integers), ``viewport``.
 
-Conversion to :class:`Sample` (DESIGN.md's camera): angles in radians; ``px, py`` minus 0.5 (ntdm puts
+Conversion to :class:`Sample` (docs/design.md's camera): angles in radians; ``px, py`` minus 0.5 (ntdm puts
 the centre of 0-based pixel (r, c) at (c + 0.5, r + 0.5)); ``bbox`` as continuous pixel edges
 ``(x1 - 1, y1 - 1, x2, y2)``; ``cad_index`` 0-based.
 """

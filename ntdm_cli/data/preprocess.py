@@ -5,7 +5,7 @@ leaves the image; and the inverse maps (points, masks, viewpoints) for predictio
 The map is one isotropic scale ``s = distance / target_distance`` about the principal point::
 
     x' = s·(x − px) + W/2,   y' = s·(y − py) + H/2      (continuous pixel coordinates, pixel centres
-                                                         at c + 0.5 as in DESIGN.md)
+                                                         at c + 0.5 as in docs/design.md)
 
 It is applied with a single affine resampling (no resize-then-crop rounding), so the preprocessed
 viewpoint is exactly ``px' = W/2, py' = H/2`` and ``distance' = target_distance`` (NeMo's weak-perspective

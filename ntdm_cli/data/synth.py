@@ -3,7 +3,7 @@
 Every image is one instance of a procedural CAD subtype (mild random per-axis scale) at a random
 viewpoint, rasterized with ntdm's own rasterizer (:func:`ntdm_cli.render.rasterize` on the annotated camera)
 and shaded (Blinn-Phong or Lambert, random light) with per-part solid textures, over a random procedural background. The viewpoint
-written to the ``.mat`` record is exactly the camera used to render (DESIGN.md's convention; the
+written to the ``.mat`` record is exactly the camera used to render (docs/design.md's convention; the
 record stores PASCAL3D+ units: degrees and 1-based pixel coordinates, see :mod:`ntdm_cli.data.pascal3d`).
 
 Output layout (``OUT``)::

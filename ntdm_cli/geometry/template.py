@@ -172,7 +172,7 @@ def spherical_uvs(verts: np.ndarray, faces: np.ndarray, pole_eps: float = 1e-9
 
 
 def make_template(subdivisions: int = 4) -> Template:
-    """The icosphere template: ``subdivisions=4`` gives 2562 vertices / 5120 faces (DESIGN.md)."""
+    """The icosphere template: ``subdivisions=4`` gives 2562 vertices / 5120 faces (docs/design.md)."""
     if not 0 <= int(subdivisions) <= 7:
         raise NtdmUsageError(f"template subdivisions must be in 0..7, got {subdivisions}")
     v, f = icosphere(int(subdivisions))

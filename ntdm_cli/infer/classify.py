@@ -7,16 +7,15 @@ of an image). E_c ≥ 0 is what the category's mesh explains better than clutter
 
 The evidence of different categories is not on one scale: a better-fitted texture or a larger template
 earns more of it on every image, so without calibration the category that wins close calls moves from
-one training to the next (README Results: sofa, then chair, collapsed into bus). Calibration fits one
+one training to the next, and one category can absorb others. Calibration fits one
 gain per category w_c and a temperature T on held-out training images (the calibration split) by
 multinomial logistic regression::
 
     p(c | x) = softmax_c(w_c · E_c(x) / T),    class = argmax_c w_c · E_c(x)
 
 A gain rather than an offset: under occlusion every category's evidence shrinks, and a gain shrinks its
-correction with it, where an additive offset (tried first) comes to dominate the little evidence left
-and hands occluded images to the category with the largest offset (measured: L3 pose accuracy of the
-predicted class fell from 39.6 % to 16.7 %; with gains it is 35.4 %, the accuracy given the true class).
+correction with it, where an additive offset would come to dominate the little evidence left and hand
+occluded images to the category with the largest offset (see the method notes in docs/).
 Gains have geometric mean 1; T is in loss units.
 """
 

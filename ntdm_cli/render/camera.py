@@ -1,6 +1,6 @@
 """PASCAL3D+ cameras, batched and differentiable in every viewpoint field.
 
-Convention (DESIGN.md, "Conventions"; PASCAL3D+ ``project_3d.m``): a viewpoint is
+Convention (docs/design.md, "Conventions"; PASCAL3D+ ``project_3d.m``): a viewpoint is
 (azimuth a, elevation e, in-plane rotation theta, distance d, focal, principal point px/py, viewport).
 The camera centre is ``C = d·(cos e·sin a, −cos e·cos a, sin e)``; with ``a' = −a`` and
 ``e' = −(π/2 − e)`` the view rotation is ``R_view = Rx(e')·Rz(a')``. A world point X goes to the camera

