@@ -1,6 +1,9 @@
 """Readers for PASCAL3D+, Occluded-PASCAL3D+ and OOD-CV (and the ``ntdm synth`` benchmark, which is
 written in exactly these layouts), plus the writer of PASCAL3D+ ``.mat`` annotation records.
 
+(Over 400 lines: reader and writer of the ``.mat`` record must agree field by field, and the three
+datasets share one index of entries, so they are kept in one module.)
+
 Layouts (``root`` is a PASCAL3D+ release folder; the other two default to sub-folders of it)::
 
     root/Annotations/<cat>_imagenet/<name>.mat     record (PASCAL3D+ struct, see below)

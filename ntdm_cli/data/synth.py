@@ -1,5 +1,9 @@
 """``ntdm synth``: a procedural benchmark in PASCAL3D+ / Occluded-PASCAL3D+ / OOD-CV layout.
 
+(Over 400 lines: the three layouts are written from one draw per image, so the instance sampling,
+rendering and the writers of each layout stay together; the CAD catalogue is in data.cads and
+data.categories, the textures and backgrounds in data.procedural.)
+
 Every image is one instance of a procedural CAD subtype (mild random per-axis scale) at a random
 viewpoint, rasterized with ntdm's own rasterizer (:func:`ntdm_cli.render.rasterize` on the annotated camera)
 and shaded (Blinn-Phong or Lambert, random light) with per-part solid textures, over a random procedural background. The viewpoint

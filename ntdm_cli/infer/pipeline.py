@@ -1,4 +1,9 @@
-"""``ntdm infer``: images (files, a folder, or a dataset split) → predictions artifact, overlays, meshes."""
+"""``ntdm infer``: images (files, a folder, or a dataset split) → predictions artifact, overlays, meshes.
+
+Over 400 lines because it is the one place where an input becomes a prediction: input building
+(files, letterbox, dataset samples), the batched solve with classification, and the artifact's rows
+share the InferInput / Prediction records; the command's option handling is in infer.run, the solver
+in infer.solver, the side outputs in infer.outputs."""
 
 from __future__ import annotations
 
