@@ -40,6 +40,7 @@ $(VENV)/.ntdm-installed: $(VENV)/.deps-installed setup.py $(CUDA_SOURCES)
 build: $(VENV)/.deps-installed
 	$(PY) setup.py -q build_ext --inplace
 
+# the synthetic pipeline with the settings of configs/$(SCALE).yaml (SCALE=demo unless given)
 demo: install
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" SCALE=$${SCALE:-demo} bash recipes/synthetic.sh
 

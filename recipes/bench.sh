@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces: every performance figure of the README: the rasterizer sweep (ntdm bench-raster, as the
+# Reproduces: every performance figure of docs/results.md ("Performance"): the rasterizer sweep (ntdm bench-raster, as the
 # PyTorch3D paper's fig. 3) and the image->surface, rasterizer workload W, deformer fit, synth,
 # contrastive-scaling, training-step precision and inference benchmarks. Run time: about 10 minutes on 2 CPU cores.
 # Outputs in $OUT (default runs/bench): raster.csv/json/png and one JSON/log per benchmark, and

@@ -9,22 +9,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("NTDM_NO_PROGRESS", "1")
 # no test reads or writes the real user config folder (the default model, ntdm_cli.model.default)
 os.environ["XDG_CONFIG_HOME"] = os.environ["APPDATA"] = tempfile.mkdtemp(prefix="ntdm-test-config-")
 os.environ.pop("NTDM_MODEL", None)
 
-TINY_FIT = ["--set", "deformer.subdivisions=2", "--set", "deformer.steps=40", "--set", "deformer.hidden=32",
-            "--set", "deformer.pool_samples=3000", "--set", "deformer.eval_samples=1000",
-            "--set", "deformer.cross_samples=300", "--set", "deformer.exterior_rays=16"]
-TINY_TRAIN = ["--set", "train.backbone=small", "--set", "train.texture_size=32", "--set", "train.feature_dim=16",
-              "--set", "train.batch_size=4", "--set", "train.positives=64", "--set", "train.negatives=128",
-              "--set", "train.bank_size=64", "--set", "train.workers=0", "--set", "train.lr=2e-3",
-              "--set", "train.calib_every=1",
-              # the class calibration after the last epoch solves with these (fast) infer settings
-              "--set", "infer.steps=8", "--set", "infer.azimuths=6", "--set", "infer.elevations=2",
-              "--set", "infer.thetas=1"]
+#: the tiny scale, shared with ``SCALE=tiny recipes/synthetic.sh``: configs/tiny.yaml
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def config_sets(path: Path, *sections: str) -> list[str]:
+    """The keys of ``sections`` of a config file as ``--set section.key=value`` arguments."""
+    data = yaml.safe_load(path.read_text())
+    args: list[str] = []
+    for name in sections:
+        for key, value in data[name].items():
+            text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            args += ["--set", f"{name}.{key}={text}"]
+    return args
+
+
+TINY_SYNTH = config_sets(TINY_CONFIG, "synth")
+TINY_FIT = config_sets(TINY_CONFIG, "deformer")
+# the class calibration after the last epoch solves with the (fast) infer settings
+TINY_TRAIN = config_sets(TINY_CONFIG, "train", "infer")
+TINY_CATEGORIES = yaml.safe_load(TINY_CONFIG.read_text())["synth"]["categories"]
 
 
 @dataclass
@@ -50,12 +61,10 @@ def tiny_pipeline(tmp_path_factory) -> TinyPipeline:
     root = tmp_path_factory.mktemp("tiny")
     data, defs = root / "data", root / "deformers"
     defs.mkdir()
-    run_cli("synth", str(data), "--categories", "car,bus", "--per-category", "8", "--size", "128",
-            "--occlusion", "L2", "--ood", "pose", "--ood-per-category", "1", "--seed", "0")
-    for cat in ("car", "bus"):
+    run_cli("synth", str(data), *TINY_SYNTH, "--occlusion", "L2", "--ood", "pose", "--seed", "0")
+    for cat in TINY_CATEGORIES:
         run_cli("fit-deformer", "--cads", str(data / "CAD" / cat), "--category", cat, "-o", str(defs / f"{cat}.h5"),
                 *TINY_FIT)
     model = root / "model.h5"
-    run_cli("train-textures", "--data", str(data), "--deformers", str(defs), "-o", str(model), "--epochs", "3",
-            *TINY_TRAIN)
+    run_cli("train-textures", "--data", str(data), "--deformers", str(defs), "-o", str(model), *TINY_TRAIN)
     return TinyPipeline(root, data, defs, model)

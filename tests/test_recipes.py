@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_INFER = "--set infer.steps=5 --set infer.azimuths=6 --set infer.elevations=2 --set infer.thetas=1"
+TINY_CONFIG = ROOT / "configs" / "tiny.yaml"  # the settings of SCALE=tiny, shared with tests/conftest.py
+TINY_INFER = f"--config {TINY_CONFIG} --set infer.steps=5"
 
 
 def _env(tmp_path):
@@ -53,21 +54,21 @@ def test_synthetic_ablations_and_pascal3d_recipes_tiny(tmp_path):
         assert label in md
     p3d = tmp_path / "p3d"
     _run("pascal3d.sh", {**env, "P3D": str(out / "data"), "OUT": str(p3d), "CATS": "car,bus", "EPOCHS": "1",
-                         "FIT_ARGS": "--preset demo --set deformer.subdivisions=2 --set deformer.steps=20 "
-                                     "--set deformer.pool_samples=2000 --set deformer.eval_samples=500 "
-                                     "--set deformer.cross_samples=200",
-                         "TRAIN_ARGS": "--backbone small --set train.texture_size=32 --set train.feature_dim=16 "
-                                       "--set train.positives=64 --set train.negatives=128 --set train.bank_size=64 "
-                                       "--set train.workers=0",
+                         "FIT_ARGS": f"--config {TINY_CONFIG}", "TRAIN_ARGS": f"--config {TINY_CONFIG}",
                          "INFER_ARGS": TINY_INFER + " --limit 1"})
     assert (p3d / "report" / "report.md").exists()
-    # the class calibration after training solved with INFER_ARGS' --set pairs (not the default 300 steps)
+    # the class calibration after training solved with the settings file's infer section (synthetic.sh)
+    # and with INFER_ARGS' --set pairs (pascal3d.sh), not with the default 300 steps
+    import yaml
+
     from ntdm_cli.artifacts import read_artifact
+
+    tiny_steps = yaml.safe_load(TINY_CONFIG.read_text())["infer"]["steps"]
 
     for model in (out / "model.h5", p3d / "model.h5"):
         art = read_artifact(model, "model")
         assert "class_weights" in art["calibration"], model
-        assert art.config["infer"]["steps"] == (10 if model.parent == out else 5), model
+        assert art.config["infer"]["steps"] == (tiny_steps if model.parent == out else 5), model
 
 
 @pytest.mark.parametrize("var,value", [("SCALE", "huge"), ("BACKBONE", "resnet18")])
