@@ -14,7 +14,7 @@ ntdm --device "$DEVICE" bench-raster --out "$OUT/raster.json" -b native --faces 
   --batch 144 --mode fwd+bwd | tee "$OUT/raster_w.log"
 {
   echo "# ntdm benchmarks ($(date -u +%Y-%m-%d), $(nproc) cores, device $DEVICE)"
-  for bm in bm_image_to_surface bm_raster bm_infer bm_train_step; do  # these take --device
+  for bm in bm_image_to_surface bm_raster bm_infer bm_train_step bm_backbone; do  # these take --device
     echo; echo "## $bm"; echo '```'; "$PY" -m "tests.benchmarks.$bm" --device "$DEVICE" 2>&1; echo '```'
   done
   for bm in bm_contrastive bm_synth bm_fit_deformer; do  # CPU-side stages

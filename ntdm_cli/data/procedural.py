@@ -20,9 +20,9 @@ TEXTURES_OOD = ("dots", "camo")
 WEATHER = ("fog", "snow", "rain", "noise", "blur")
 
 
-def random_color(rng: np.random.Generator, sat=(0.2, 0.9), val=(0.25, 0.95)) -> np.ndarray:
-    """A random RGB colour (3,) from HSV ranges."""
-    h = rng.random()
+def random_color(rng: np.random.Generator, sat=(0.2, 0.9), val=(0.25, 0.95), hue=(0.0, 1.0)) -> np.ndarray:
+    """A random RGB colour (3,) from HSV ranges (hue in turns; a range past 1 wraps around)."""
+    h = (hue[0] + rng.random() * (hue[1] - hue[0])) % 1.0
     s = rng.uniform(*sat)
     v = rng.uniform(*val)
     i = int(h * 6) % 6
@@ -144,11 +144,12 @@ def background(rng: np.random.Generator, family: str, h: int, w: int) -> np.ndar
 
 # --------------------------------------------------------------------------------------------- textures
 
-ROLE_COLORS = {  # role -> (saturation range, value range) or a fixed-ish colour
+ROLE_COLORS = {  # role -> (saturation range, value range[, hue range]) or a fixed-ish colour
     "tire": ((0.0, 0.15), (0.05, 0.18)),
     "glass": ((0.1, 0.4), (0.15, 0.4)),
     "metal": ((0.0, 0.12), (0.45, 0.85)),
     "light": ((0.0, 0.2), (0.85, 1.0)),
+    "tail": ((0.7, 1.0), (0.6, 0.95), (0.96, 1.03)),  # red rear lamps: the back of a vehicle looks like one
     "screen": ((0.1, 0.5), (0.05, 0.3)),
     "sail": ((0.0, 0.15), (0.8, 1.0)),
 }
@@ -156,10 +157,10 @@ ROLE_COLORS = {  # role -> (saturation range, value range) or a fixed-ish colour
 
 def part_material(rng: np.random.Generator, role: str, families: tuple[str, ...]) -> dict:
     """Random material of a part: two colours, a pattern family and its parameters."""
-    sat, val = ROLE_COLORS.get(role, ((0.2, 0.9), (0.25, 0.95)))
-    c1 = random_color(rng, sat, val)
+    sat, val, *hue = ROLE_COLORS.get(role, ((0.2, 0.9), (0.25, 0.95)))
+    c1 = random_color(rng, sat, val, *hue)
     c2 = random_color(rng) if role not in ("tire", "glass", "screen") else np.clip(c1 * rng.uniform(0.6, 1.4), 0, 1)
-    fam = "plain" if role in ("tire", "light") else str(families[int(rng.integers(0, len(families)))])
+    fam = "plain" if role in ("tire", "light", "tail") else str(families[int(rng.integers(0, len(families)))])
     d = rng.normal(size=3)
     return {
         "family": fam, "c1": c1, "c2": c2.astype(np.float32), "dir": (d / np.linalg.norm(d)).astype(np.float32),

@@ -16,11 +16,15 @@ from ntdm_cli.train.data import collate
 
 class BodyCache:
     """``maps[i]`` = (stride-8 (c8, h, w), stride-16 (c16, h/2, w/2)) float32 and ``items[i]`` = the
-    training item of index i without its image (see train.data.TrainingSet.load)."""
+    training item of index i without its image (see train.data.TrainingSet.load). With
+    ``keep_images`` the preprocessed image is kept too, as uint8 (3, H, W), for steps that paste
+    occluders (``train.occlude``) and so must run the body on the changed image."""
 
-    def __init__(self, backbone, dataset, indices: list[int], batch_size: int, device, workers: int = 0):
+    def __init__(self, backbone, dataset, indices: list[int], batch_size: int, device, workers: int = 0,
+                 keep_images: bool = False):
         self.maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.items: dict[int, dict] = {}
+        self.images: dict[int, torch.Tensor] = {}
         gen = torch.Generator().manual_seed(0)  # batches of one crop size; order does not matter
         batches = dataset.batches(list(indices), batch_size, gen)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
@@ -35,11 +39,16 @@ class BodyCache:
                 for k, i in enumerate(rows):
                     self.maps[i] = (s8[k].clone(), s16[k].clone())
                     self.items[i] = {key: v for key, v in items[k].items() if key != "image"}
+                    if keep_images:  # exact: the loader's floats are uint8 / 255
+                        self.images[i] = (items[k]["image"] * 255).round().to(torch.uint8)
                 prog.update(task, advance=1)
         backbone.train(was_training)
 
     def batch(self, rows: list[int]) -> dict:
         """The collated batch of training indices ``rows`` (one category): train.data.collate's keys
-        without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2))."""
+        without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)), and ``image`` when the images are kept."""
         body = (torch.stack([self.maps[i][0] for i in rows]), torch.stack([self.maps[i][1] for i in rows]))
-        return {"body": body, **collate([self.items[i] for i in rows])}
+        out = {"body": body, **collate([self.items[i] for i in rows])}
+        if self.images:
+            out["image"] = torch.stack([self.images[i] for i in rows]).float() / 255.0
+        return out

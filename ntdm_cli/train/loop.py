@@ -134,8 +134,9 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, seeded(cfg.seed, 0))) / world)
     cache = None
-    if frozen and cfg.occlude == 0 and start_epoch < cfg.epochs:
-        cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers)
+    if frozen and start_epoch < cfg.epochs:  # with occluders the images are kept to paste them on
+        cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
+                          keep_images=cfg.occlude > 0)
     curves = trainer.curves
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")

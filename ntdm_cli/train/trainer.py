@@ -141,14 +141,15 @@ class Trainer:
         cfg, device = self.cfg, self.device
         cats = batch["category"].tolist()
         occluder = occluder_bg = None
-        if "body" in batch:
+        if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
+            images, occluder, occluder_bg = paste_occluders(batch["image"].to(device), batch["mask"].to(device),
+                                                            cfg.occlude, cfg.occlude_max, generator)
+            if "body" in batch and not bool(occluder.any()):
+                occluder = occluder_bg = None
+        if "body" in batch and occluder is None:  # the cached body maps of unchanged images
             feats = self.ddp(tuple(m.to(device) for m in batch["body"]))  # (B, d, h, w)
         else:
-            images = batch["image"].to(device)
-            if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
-                images, occluder, occluder_bg = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
-                                                                cfg.occlude_max, generator)
-            feats = self.ddp(images)  # (B, d, h, w)
+            feats = self.ddp(images if cfg.occlude > 0 else batch["image"].to(device))  # (B, d, h, w)
         h, w = feats.shape[-2:]
         verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
         verts = verts * batch["instance_scale"].to(device).unsqueeze(1)

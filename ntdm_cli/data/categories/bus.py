@@ -32,6 +32,17 @@ def build(p: dict) -> list:
             parts.append((*cylinder((sx * (W / 2 - 0.08 * W), y, wr), (sx * (W / 2 + 0.01), y, wr), wr, 14), "tire"))
     if p.get("roof_unit"):
         parts.append((*box((0, 0.1 * L, clear + H + 0.025), (W * 0.7, 0.25 * L, 0.05)), "metal"))
+    # what tells a real bus's front from its back and its sides apart: a tall windscreen and white
+    # headlamps at the front (-y), red tail lamps at the back, the door on the right (+x) behind the front
+    # wheels. The windscreen follows the front face's slope (``nose``) and stands just proud of it.
+    zw0, zw1 = clear + 0.42 * H, clear + 0.9 * H
+    yw = y0 + nose * 0.66 - 0.006
+    parts.append((*box((0, yw, (zw0 + zw1) / 2), (W * 0.86, 0.012, zw1 - zw0)), "glass"))
+    for sx in (-1, 1):
+        parts.append((*box((sx * W * 0.34, -L / 2 - 0.006, clear + 0.16 * H), (W * 0.2, 0.012, 0.07 * H)), "light"))
+        parts.append((*box((sx * W * 0.36, L / 2 + 0.006, clear + 0.2 * H), (W * 0.16, 0.012, 0.1 * H)), "tail"))
+    yd = ys[0] + wr + 0.06 * L
+    parts.append((*box((W / 2 + 0.006, yd, clear + 0.45 * H), (0.012, 0.09 * L, 0.85 * H)), "glass"))
     return parts
 
 

@@ -33,8 +33,9 @@ def build(p: dict) -> list:
     for y in axles:
         for sx in (-1, 1):
             parts.append((*cylinder((sx * (W / 2 - 0.1 * W), y, wr), (sx * (W / 2 + 0.012), y, wr), wr, 14), "tire"))
-    for sx in (-1, 1):
+    for sx in (-1, 1):  # white headlamps at the front (-y), red tail lamps at the back (+y)
         parts.append((*box((sx * W * 0.32, -L / 2 + taper / 2, z1 - 0.03), (W * 0.18, 0.02 + taper, 0.03)), "light"))
+        parts.append((*box((sx * W * 0.34, L / 2 - 0.02 * L, z1 - 0.035), (W * 0.16, 0.03, 0.035)), "tail"))
     return parts
 
 

@@ -1,0 +1,91 @@
+"""Benchmark: the pretrained effnet-lite0 backbone against the from-scratch ``small`` one, in one process.
+
+Per batch of ``--batch`` crops of ``--crop``² pixels (the demo's: 8 × 128²):
+
+* inference forward (what ``ntdm infer`` runs once per image batch);
+* one training forward + backward of the backbone as trained: ``small`` end to end; effnet-lite0 with
+  its frozen body, once through the body (no cache) and from cached body maps (what training does
+  after the first pass: ``train.freeze=body``);
+* the memory per cached image.
+
+Ratios are against ``small`` measured in the same process, interleaved (median of ``--repeats``).
+
+    python -m tests.benchmarks.bm_backbone [--crop 128] [--batch 8] [--repeats 7] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from ntdm_cli.model.backbone import make_backbone
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return statistics.median(out)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    x = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0)).to(dev)
+    small = make_backbone("small", args.dim).to(dev)
+    eff = make_backbone("effnet-lite0", args.dim).to(dev)
+    eff.load_pretrained()
+    eff.freeze_body()
+    with torch.no_grad():
+        cached = eff.body(x)
+
+    def infer(b):
+        def run():
+            with torch.no_grad():
+                b.eval()(x)
+        return run
+
+    def train(b, inp):
+        def run():
+            b.train()
+            b.zero_grad(set_to_none=True)
+            b(inp).sum().backward()
+        return run
+
+    rows = {"small": {}, "effnet-lite0": {}}
+    for _ in range(2):  # interleave the two networks
+        rows["small"]["infer"] = _time(infer(small), args.repeats)
+        rows["effnet-lite0"]["infer"] = _time(infer(eff), args.repeats)
+        rows["small"]["train"] = _time(train(small, x), args.repeats)
+        rows["effnet-lite0"]["train"] = _time(train(eff, x), args.repeats)
+        rows["effnet-lite0"]["train_cached"] = _time(train(eff, cached), args.repeats)
+    base = rows["small"]
+    per_image = sum(t[0].numel() * t.element_size() for t in cached) / 1024
+    print(f"backbone benchmark: batch {args.batch} × {args.crop}², d={args.dim}, {torch.get_num_threads()} threads, {dev}")
+    print(f"{'network':<28}{'infer fwd (s)':>14}{'vs small':>10}{'train fwd+bwd (s)':>19}{'vs small':>10}")
+    print(f"{'small (from scratch)':<28}{base['infer']:>14.4f}{1.0:>10.2f}{base['train']:>19.4f}{1.0:>10.2f}")
+    e = rows["effnet-lite0"]
+    print(f"{'effnet-lite0, body frozen':<28}{e['infer']:>14.4f}{e['infer'] / base['infer']:>10.2f}"
+          f"{e['train']:>19.4f}{e['train'] / base['train']:>10.2f}")
+    print(f"{'effnet-lite0, cached body':<28}{'':>14}{'':>10}{e['train_cached']:>19.4f}"
+          f"{e['train_cached'] / base['train']:>10.2f}")
+    print(f"cached body maps: {per_image:.1f} kB per image")
+
+
+if __name__ == "__main__":
+    main()
