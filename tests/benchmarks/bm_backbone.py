@@ -5,7 +5,7 @@ Per batch of ``--batch`` crops of ``--crop``² pixels (the demo's: 8 × 128²):
 * inference forward (what ``ntdm infer`` runs once per image batch);
 * one training forward + backward of the backbone as trained: ``small`` end to end; effnet-lite0 with
   its frozen body, once through the body (no cache) and from cached body maps (what training does
-  after the first pass: ``train.freeze=body``);
+  after the first pass: ``train.frozen_blocks=-1``);
 * the memory per cached image.
 
 Ratios are against ``small`` measured in the same process, interleaved (median of ``--repeats``).
