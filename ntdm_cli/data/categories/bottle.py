@@ -10,9 +10,10 @@ def build(p: dict) -> list:
     prof = p["profile"]
     H = prof[-1][1]
     parts = [(*lathe([(r, h) for r, h in prof], p.get("n", 20), center=(0, 0, 0), scale_xy=p.get("xy", (1, 1))), "glass")]
-    if p.get("label"):
+    if p.get("label"):  # a front label (-y), as on real bottles: it shows which way the bottle faces
         a, b, r = p["label"]
-        parts.append((*lathe([(r, a * H), (r, b * H)], p.get("n", 20), scale_xy=p.get("xy", (1, 1))), "label"))
+        ry = r * p.get("xy", (1, 1))[1]  # the body's depth at the label
+        parts.append((*box((0, -ry * 0.93, (a + b) / 2 * H), (r * 1.15, ry * 0.2, (b - a) * H)), "label"))
     cap_r = prof[-1][0] * 1.08
     parts.append((*cylinder((0, 0, H), (0, 0, H + 0.05), cap_r, 14), "metal"))
     if p.get("handle"):
