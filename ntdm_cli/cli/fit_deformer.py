@@ -25,22 +25,18 @@ def register(app: typer.Typer) -> None:
                                     show_default=False),
         category: Optional[str] = typer.Option(None, "--category", help="Category label (default: the "
                                                "CADs' common folder name)."),
-        preset: str = typer.Option("full", "--preset", help="full: the real-scale fit; demo: a small "
-                                   "fast fit (both refined by --set deformer.KEY=VALUE)."),
     ) -> None:
         """Fit Γ(z) = s ⊙ (v + Ψ(v, z)) to CAD models and write a [bold]kind=deformer[/bold] artifact.
 
         CADs are assumed aligned in the category frame (as PASCAL3D+'s are). At the end a table gives the per-CAD errors: mean and 95th-percentile symmetric surface distance in CAD units and in % of the CAD's bounding-box diagonal, and how much closer each fitted shape is to its own CAD than to any other."""
         from ntdm_cli.errors import NtdmUsageError
-        from ntdm_cli.geometry.fit import DeformerConfig, DemoDeformerConfig
+        from ntdm_cli.geometry.fit import DeformerConfig
 
         inputs = list(cads) + list(more or [])
         if not inputs:
             raise NtdmUsageError("give the CAD models with --cads (files, glob patterns or folders)")
-        if preset not in ("full", "demo"):
-            raise NtdmUsageError(f"--preset {preset!r}: expected full or demo")
         st = state(ctx)
-        cfg = st.config.get("deformer", DemoDeformerConfig if preset == "demo" else DeformerConfig)
+        cfg = st.config.get("deformer", DeformerConfig)  # the real-scale fit; configs/*.yaml hold smaller ones
         from ntdm_cli.geometry.mesh_io import find_meshes
 
         output_file_ok(output, "--output", [("--cads", p) for p in find_meshes(inputs)])

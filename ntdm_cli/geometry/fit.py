@@ -80,21 +80,6 @@ class DeformerConfig:
 
 
 @dataclass
-class DemoDeformerConfig(DeformerConfig):
-    """The small fast fit (demo recipe, tests): 642-vertex template, narrow MLP, few steps."""
-
-    subdivisions: int = 3
-    hidden: int = 128
-    layers: int = 3
-    steps: int = 150
-    mesh_samples: int = 500
-    cad_samples: int = 1500
-    pool_samples: int = 8000
-    eval_samples: int = 5000
-    cross_samples: int = 2000
-
-
-@dataclass
 class CadErrors:
     """Per-CAD fit errors (CAD units and % of the CAD's bounding-box diagonal), arrays of shape (K,),
     plus ``cross`` (K, K): mean symmetric distance of fitted shape k to CAD j (CAD units)."""
