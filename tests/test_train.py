@@ -176,3 +176,18 @@ def test_pretrained_effnet_with_occluders_uses_the_cached_images(tiny_pipeline, 
     assert len(loss) == 2 and np.isfinite(loss).all()
     model = load_model(out)
     assert all(model.textures[c].counts.sum() > 0 for c in model.categories)
+
+
+def test_resume_past_the_requested_epochs_is_refused(tiny_pipeline, tmp_path):
+    """A checkpoint at epoch 2 resumed with --epochs 1 is a usage error naming both numbers, and
+    nothing is written (it used to write the epoch-2 model labelled as 1 epoch)."""
+    common = ["--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers), *TINY_TRAIN,
+              "--set", "train.class_calib_images=0"]
+    first = tmp_path / "m.h5"
+    run_cli("train-textures", *common, "-o", str(first), "--epochs", "2")
+    out = tmp_path / "again.h5"
+    from ntdm_cli.cli.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train-textures", *common, "-o", str(out), "--epochs", "1", "--resume", str(first) + ".ckpt.h5"])
+    assert exc.value.code == 2 and not out.exists()

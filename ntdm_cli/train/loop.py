@@ -126,6 +126,9 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt.h5")
     if resume is not None:
         start_epoch = ckpt.resume(trainer, resume)
+        if start_epoch > cfg.epochs:
+            raise NtdmUsageError(f"--resume {resume}: the checkpoint is at epoch {start_epoch}, past "
+                                 f"train.epochs={cfg.epochs} (raise --epochs to train on)")
         if rank == 0:
             info(f"resuming from {resume} at epoch {start_epoch}")
     if distributed:
