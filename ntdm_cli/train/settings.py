@@ -9,8 +9,6 @@ from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.model.backbone import AMP_MODES
 
 
-
-
 @section("train")
 @dataclass
 class TrainConfig:
