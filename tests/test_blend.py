@@ -128,3 +128,23 @@ def test_render_rgb():
     assert rgb[mask].std() > 0.02
     with pytest.raises(ValueError, match="shading"):
         render_rgb(v * 0.02, f, vp, (32, 40), shading="toon")
+
+
+def test_shade_specular_models():
+    """Phong mirrors the light about the normal, Blinn-Phong uses the half vector: with the light 45°
+    off the normal and the eye on it, their highlights are cos(45°)^s and cos(22.5°)^s."""
+    from ntdm_cli.render.shading import Light, shade
+
+    n = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)
+    albedo = torch.tensor([[0.2, 0.3, 0.4]], dtype=torch.float64)
+    light = Light(direction=(0.0, 1.0, 1.0), ambient=0.1, diffuse=0.5, specular=0.3, shininess=24.0)
+    base = albedo * (0.1 + 0.5 * math.cos(math.pi / 4))
+    expect = {"lambert": base, "phong": base + 0.3 * math.cos(math.pi / 4) ** 24,
+              "blinn_phong": base + 0.3 * math.cos(math.pi / 8) ** 24, "flat_color": albedo}
+    for shading, want in expect.items():
+        assert torch.allclose(shade(n, n, albedo, light, shading), want, atol=1e-12), shading
+    # two-sided: a normal facing away from the eye is flipped
+    assert torch.allclose(shade(-n, n, albedo, light, "blinn_phong"), expect["blinn_phong"], atol=1e-12)
+    # no highlight when the light is behind the surface
+    back = Light(direction=(0.0, 1.0, -1.0), ambient=0.1, diffuse=0.5, specular=0.3)
+    assert torch.allclose(shade(n, n, albedo, back, "blinn_phong"), albedo * 0.1, atol=1e-12)

@@ -272,6 +272,7 @@ def render_instance(inst: dict, viewpoint: dict, cfg: SynthConfig, category: str
 
     from ntdm_cli.render import rasterize
     from ntdm_cli.render.camera import Viewpoint, camera_center, pose_rotation, project
+    from ntdm_cli.render.shading import Light, shade
 
     model = cads.build_cad(category, inst["subtype"])
     verts, faces, part_ids = model.mesh()
@@ -296,20 +297,17 @@ def render_instance(inst: dict, viewpoint: dict, cfg: SynthConfig, category: str
     v = C[None] - world_pts
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     n = np.where((np.einsum("md,md->m", n, v) < 0)[:, None], -n, n)
-    light = R.T @ inst["light_dir"]  # camera frame -> world
-    ndl = np.clip(n @ light, 0, None)
     albedo = np.zeros((len(fid), 3), np.float32)
     pid = part_ids[fid]
     for k in np.unique(pid):
         sel = pid == k
         albedo[sel] = procedural.shade_pattern(obj_pts[sel].astype(np.float32), inst["materials"][int(k)])
-    col = albedo * (inst["ambient"] + inst["diffuse"] * ndl)[:, None]
-    if inst["shading"] == "phong" and inst["specular"] > 0:
-        h = light[None] + v
-        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
-        col += inst["specular"] * (np.clip(np.einsum("md,md->m", n, h), 0, None) ** 24.0)[:, None] * (ndl > 0)[:, None]
+    light = Light(direction=tuple(R.T @ inst["light_dir"]),  # camera frame -> world, the frame of n and v
+                  ambient=inst["ambient"], diffuse=inst["diffuse"], specular=inst["specular"], shininess=24.0)
+    col = shade(torch.from_numpy(n), torch.from_numpy(v), torch.from_numpy(albedo), light,
+                "blinn_phong" if inst["shading"] == "phong" else "lambert")
     rgb = np.zeros((S, S, 3), np.float32)
-    rgb[mask] = np.clip(col, 0, 1)
+    rgb[mask] = col.numpy()
     return rgb, mask
 
 

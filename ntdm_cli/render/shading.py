@@ -1,4 +1,7 @@
-"""RGB images of meshes: per-pixel Lambert / Phong shading of interpolated normals (as DIB-R).
+"""RGB images of meshes: per-pixel Lambert / Phong / Blinn-Phong shading of interpolated normals (as DIB-R).
+
+:func:`shade` is the one shading formula of ntdm: the renderer's RGB images and the synthetic
+generator's images (:mod:`ntdm_cli.data.synth`, Blinn-Phong) both call it.
 
 Lighting is computed in the camera frame (x right, y up, the camera looks down −z), so the default
 light comes from above-right of the camera whatever the viewpoint.
@@ -16,7 +19,7 @@ from ntdm_cli.render.camera import Viewpoint, camera_to_screen, world_to_camera
 from ntdm_cli.render.features import interpolate_vertex_attributes, sample_texture
 from ntdm_cli.render.rasterize import Fragments, rasterize
 
-SHADINGS = ("phong", "lambert", "flat_color")
+SHADINGS = ("phong", "blinn_phong", "lambert", "flat_color")
 
 
 @dataclass
@@ -43,6 +46,11 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 def shade(normals: torch.Tensor, view: torch.Tensor, albedo: torch.Tensor, light: Light, shading: str) -> torch.Tensor:
     """Per-pixel shading. normals, view (towards the camera), albedo: (..., 3) -> rgb (..., 3) in [0, 1].
+
+    ``light.direction`` (towards the light) is in the same frame as ``normals`` and ``view``.
+    rgb = albedo · (ambient + diffuse · max(n·l, 0)) + specular · s · [n·l > 0], clamped to [0, 1], with
+    s = max(r·v, 0)^shininess, r the mirrored light direction ("phong"), or s = max(n·h, 0)^shininess,
+    h the half vector of l and v ("blinn_phong"); s = 0 for "lambert"; "flat_color" returns the albedo.
     Two-sided: normals facing away from the camera are flipped."""
     if shading not in SHADINGS:
         raise ValueError(f"shading must be one of {', '.join(SHADINGS)}, got {shading!r}")
@@ -54,10 +62,12 @@ def shade(normals: torch.Tensor, view: torch.Tensor, albedo: torch.Tensor, light
     ldir = F.normalize(torch.tensor(light.direction, dtype=n.dtype, device=n.device), dim=0)
     ndl = (n * ldir).sum(-1, keepdim=True)
     color = albedo * (light.ambient + light.diffuse * ndl.clamp_min(0))
-    if shading == "phong":
-        r = 2 * ndl * n - ldir
-        spec = (r * v).sum(-1, keepdim=True).clamp_min(0) ** light.shininess
-        color = color + light.specular * spec * (ndl > 0)
+    if shading in ("phong", "blinn_phong") and light.specular > 0:
+        if shading == "phong":
+            cos = (v * (2 * ndl * n - ldir)).sum(-1, keepdim=True)
+        else:
+            cos = (n * F.normalize(ldir + v, dim=-1, eps=1e-12)).sum(-1, keepdim=True)
+        color = color + light.specular * cos.clamp_min(0) ** light.shininess * (ndl > 0)
     return color.clamp(0, 1)
 
 
