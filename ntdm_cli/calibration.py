@@ -59,7 +59,7 @@ def calibrate_class_losses(trainer, dataset, calib: list[int], infer_cfg: InferC
     cats, backbone, device = trainer.categories, trainer.backbone, trainer.device
     infer_cfg = infer_cfg if infer_cfg is not None else InferConfig()
     if infer_cfg.init_distance <= 0:  # as `ntdm infer`: start at the training distance
-        infer_cfg = dataclasses.replace(infer_cfg, init_distance=float(dataset.dataset.target_distance))
+        infer_cfg = dataclasses.replace(infer_cfg, init_distance=float(dataset.target_distance))
     chosen: list[int] = []
     for c in range(len(cats)):
         chosen += [i for i in calib if dataset.cat_index[i] == c][: trainer.cfg.class_calib_images]
@@ -69,7 +69,7 @@ def calibrate_class_losses(trainer, dataset, calib: list[int], infer_cfg: InferC
     for c in cats:
         trainer.deformers[c].requires_grad_(False)  # fixed during training too (shapes precomputed)
     model = trainer.model()
-    inputs = [input_from_sample(dataset.dataset[i], dataset.crop_hw, dataset.dataset.target_distance) for i in mine]
+    inputs = [input_from_sample(dataset.dataset[i], dataset.crop_hw, dataset.target_distance) for i in mine]
     with evaluating(backbone), torch.enable_grad():  # the pose solver differentiates the loss
         local, local_bg = solve_category_losses(model, inputs, infer_cfg, device)
     local = np.concatenate([local, local_bg[:, None]], 1)  # (n, C + 1): losses, then L_bg

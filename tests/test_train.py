@@ -191,3 +191,28 @@ def test_resume_past_the_requested_epochs_is_refused(tiny_pipeline, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train-textures", *common, "-o", str(out), "--epochs", "1", "--resume", str(first) + ".ckpt.h5"])
     assert exc.value.code == 2 and not out.exists()
+
+
+def test_zoom_enlarges_the_training_crops(tiny_pipeline, tmp_path):
+    """train.zoom=1.5: crops 1.5× (rounded up to 32), objects at the target distance / 1.5, so the
+    annotated box is 1.5× larger about the crop centre; the model records it and infer follows it."""
+    from ntdm_cli.data.preprocess import round32
+    from ntdm_cli.train.data import TrainingSet
+
+    plain = TrainingSet(tiny_pipeline.data, ["car"], "train", limit=2)
+    zoomed = TrainingSet(tiny_pipeline.data, ["car"], "train", limit=2, zoom=1.5)
+    assert zoomed.crop_of["car"] == tuple(round32(1.5 * x) for x in plain.crop_of["car"])
+    assert zoomed.target_distance == pytest.approx(plain.target_distance / 1.5)
+    m0, m1 = plain.load(0)["mask"], zoomed.load(0)["mask"]
+    assert m1.sum() / m0.sum() == pytest.approx(1.5 ** 2, rel=0.1)
+
+    model = tmp_path / "zoom.h5"
+    run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
+            *TINY_TRAIN, "--epochs", "1", "-o", str(model), "--set", "train.zoom=1.5")
+    extra = load_model(model).extra
+    assert float(extra["zoom"]) == 1.5 and float(extra["target_distance"]) == pytest.approx(plain.target_distance / 1.5)
+    pred = tmp_path / "p.h5"
+    run_cli("infer", "--data", str(tiny_pipeline.data), "--split", "val", "--limit", "1", "--model", str(model),
+            "-o", str(pred), "--set", "infer.steps=2")
+    masks = read_artifact(pred, "predictions")
+    assert len(masks["image_id"]) >= 1

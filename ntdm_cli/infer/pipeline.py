@@ -133,16 +133,18 @@ def inputs_from_files(paths: list[Path], crop_hw, category: str | None, bbox) ->
 
 
 def inputs_from_dataset(root: Path, split: str, categories: list[str], crop_hw, occlusion: int = 0,
-                        nuisance: str | None = None, limit: int | None = None, known_category: bool = False):
+                        nuisance: str | None = None, limit: int | None = None, known_category: bool = False,
+                        zoom: float = 1.0):
     """Dataset samples preprocessed as in training (NeMo protocol: annotated distance and principal
-    point set the crop). Yields lazily so large splits need little memory."""
+    point set the crop; the object brought to the dataset's target distance / ``zoom``, the model's
+    train.zoom). Yields lazily so large splits need little memory."""
     from ntdm_cli.data.pascal3d import Pascal3DDataset
 
     ds = Pascal3DDataset(root, categories, split=split, occlusion=occlusion, nuisance=nuisance, limit=limit)
 
     def gen():
         for s in ds:
-            yield input_from_sample(s, crop_hw, ds.target_distance, known_category)
+            yield input_from_sample(s, crop_hw, ds.target_distance / zoom, known_category)
 
     return ds, gen()
 

@@ -48,7 +48,7 @@ class NTDMModel:
     omega: torch.Tensor | None = None
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     calibration: dict[str, np.ndarray] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)  # crop_hw "H,W" and target_distance of the training crops
+    extra: dict = field(default_factory=dict)  # crop_hw "H,W", target_distance and zoom of the training crops
 
     @property
     def feature_dim(self) -> int:
@@ -129,7 +129,7 @@ def load_model(path, device="cpu", with_state: bool = False):
         deformers=deformers, bin_temperature=float(art.attrs.get("bin_temperature", 5.0)),
         omega=torch.from_numpy(np.asarray(omega)).float() if omega is not None else None,
         curves=dict(art.get("curves", {}) or {}), calibration=dict(art.get("calibration", {}) or {}),
-        extra={k: art.attrs[k] for k in ("crop_hw", "target_distance") if k in art.attrs},
+        extra={k: art.attrs[k] for k in ("crop_hw", "target_distance", "zoom") if k in art.attrs},
     ).to(device)
     if with_state:
         return model, art.get("train_state"), art

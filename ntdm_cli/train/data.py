@@ -10,7 +10,7 @@ import torch
 
 from ntdm_cli.conventions import VP_KEYS
 from ntdm_cli.data.pascal3d import Pascal3DDataset
-from ntdm_cli.data.preprocess import preprocess
+from ntdm_cli.data.preprocess import preprocess, round32
 from ntdm_cli.errors import NtdmError
 
 
@@ -29,21 +29,24 @@ class TrainingSet(torch.utils.data.Dataset):
     """Samples of ``categories`` from a PASCAL3D+-layout ``root`` (split ``split``), preprocessed
     NeMo-style (object at the dataset's target distance) into each category's crop (``crop_of``), so
     the object fills as much of the feature map as it can; ``crop_hw`` is the union crop (H, W) that
-    inference uses for every category.
+    inference uses for every category. ``zoom`` enlarges the objects: they are brought to the dataset's
+    target distance / zoom (``target_distance``) and every crop side is scaled by zoom (rounded up to a
+    multiple of 32).
 
     Items: dict(image (3, H, W) float32 in [0, 1], category (int), cad (int, 0-based),
     viewpoint (8,) float64 in VP_KEYS order, mask (H, W) bool (annotated amodal mask or all False),
     has_mask (bool), instance_scale (3,) float32 (1 when not annotated))."""
 
     def __init__(self, root, categories: list[str], split: str = "train", limit: int | None = None,
-                 crop_hw: tuple[int, int] | None = None):
+                 crop_hw: tuple[int, int] | None = None, zoom: float = 1.0):
         self.dataset = Pascal3DDataset(root, categories, split=split, limit=limit)
         self.categories = list(categories)
+        self.target_distance = self.dataset.target_distance / zoom
+        self.crop_of = {c: tuple(int(x) if zoom == 1 else round32(x * zoom) for x in self.dataset.crop_size(c))
+                        for c in self.categories}
         if crop_hw is None:
-            sizes = [self.dataset.crop_size(c) for c in self.categories]
-            crop_hw = (max(s[0] for s in sizes), max(s[1] for s in sizes))
+            crop_hw = (max(s[0] for s in self.crop_of.values()), max(s[1] for s in self.crop_of.values()))
         self.crop_hw = (int(crop_hw[0]), int(crop_hw[1]))
-        self.crop_of = {c: tuple(int(x) for x in self.dataset.crop_size(c)) for c in self.categories}
         for size in [self.crop_hw, *self.crop_of.values()]:
             if size[0] % 8 or size[1] % 8:
                 raise NtdmError(f"crop size {size} must be a multiple of 8 (the feature stride)")
@@ -85,7 +88,7 @@ class TrainingSet(torch.utils.data.Dataset):
         """Item i in its category's crop, or in ``crop_hw`` (the union crop, for calibration)."""
         sample = self.dataset[i]
         crop = crop_hw or self.crop_of[sample.category]
-        out, _ = preprocess(sample, crop, self.dataset.target_distance)
+        out, _ = preprocess(sample, crop, self.target_distance)
         image = torch.from_numpy(np.array(out.image)).permute(2, 0, 1).float() / 255.0
         mask = out.amodal_mask
         has_mask = mask is not None

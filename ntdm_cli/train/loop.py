@@ -112,7 +112,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     missing = [c for c in cats if c not in deformers]
     if missing:
         raise NtdmUsageError(f"--categories: no deformer for {', '.join(missing)}")
-    dataset = TrainingSet(data_root, cats, "train", limit=cfg.limit_per_category or None)
+    dataset = TrainingSet(data_root, cats, "train", limit=cfg.limit_per_category or None, zoom=cfg.zoom)
     split = dataset.split(cfg.calib_fraction)
     for c in cats:  # CAD indices must exist in the deformers
         n_cad = deformers[c].num_latents
@@ -120,7 +120,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         if bad:
             raise NtdmError(f"{data_root}: {c} images use CAD index {min(bad) + 1} but its deformer has {n_cad} CADs")
     extra = {"crop_hw": f"{dataset.crop_hw[0]},{dataset.crop_hw[1]}",
-             "target_distance": float(dataset.dataset.target_distance)}
+             "target_distance": float(dataset.target_distance), "zoom": float(cfg.zoom)}
     trainer, frozen = Trainer.build(cfg, cats, deformers, device, pretrained, rank, extra)
     start_epoch = 0
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt.h5")

@@ -47,6 +47,8 @@ class TrainConfig:
     frozen_blocks: int = -1  # effnet-lite* with pretrained weights: the stem and this many blocks stay fixed
     #   (-1: the whole body, 0: none); the fixed part's outputs are computed once and reused every epoch
     body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
+    zoom: float = 1.0  # objects are preprocessed this many times larger than the dataset's own crops
+    #   (target distance / zoom, crops × zoom): more feature cells on thin parts at zoom² the pixels
     seed: int = 0
 
     def validate(self) -> None:
@@ -69,5 +71,7 @@ class TrainConfig:
         if self.frozen_blocks < -1:
             raise NtdmUsageError(f"train.frozen_blocks must be -1 (the whole body), 0 (none) or a block count, "
                                  f"got {self.frozen_blocks}")
+        if not (self.zoom > 0 and self.zoom < 8):
+            raise NtdmUsageError(f"train.zoom must be in (0, 8), got {self.zoom}")
         if not self.body_lr_scale >= 0:
             raise NtdmUsageError(f"train.body_lr_scale must be ≥ 0, got {self.body_lr_scale}")
