@@ -1,8 +1,9 @@
 """Procedural dining-table CADs: ``build(params)`` returns the parts ``[(verts, faces, role), ...]``;
 ``SUBTYPES`` lists ``(name, params)``, the last one held out for the OOD shape split.
 
-Long side along x, depth along y (the front faces -y), floor at z = 0. Thin parts: legs, aprons,
-stretchers, trestle feet."""
+Long side along x, depth along y (the front faces -y), floor at z = 0. Legs are sturdy (a deformed
+sphere must reach down each of them), rails sit right under the top; subtypes differ in the top's
+length/depth/height ratio and shape and in the leg count and placement."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ def _leg(x: float, y: float, top_z: float, p: dict) -> tuple:
     """One leg from the floor to ``top_z`` at (x, y): square tapered, or round (``round_legs``), with
     ``splay`` moving the foot outwards."""
     sx, sy = (1 if x > 0 else -1), (1 if y > 0 else -1)
-    splay, t = p.get("splay", 0.0), p.get("leg", 0.035)
+    splay, t = p.get("splay", 0.0), p.get("leg", 0.06)
     foot = (x + sx * splay, y + sy * splay, 0.0)
     if p.get("round_legs"):
         return (*cylinder(foot, (x, y, top_z), t * 0.6, 8), p.get("leg_role", "wood"))
@@ -43,32 +44,28 @@ def build(p: dict) -> list:
             parts.append((*box((x, 0, zt / 2), (0.05, 0.08, zt)), "wood"))
             parts.append((*box((x, 0, 0.025), (0.07, D * 0.85, 0.05)), "wood"))
             parts.append((*box((x, 0, zt - 0.02), (0.06, D * 0.8, 0.04)), "wood"))
-        parts.append((*box((0, 0, zt * 0.35), (2 * lx, 0.04, 0.06)), "wood"))
+        parts.append((*box((0, 0, zt - 0.04), (2 * lx, 0.05, 0.08)), "wood"))  # beam under the top
     else:
         xs = [-lx, lx] if not p.get("six_legs") else [-lx, 0.0, lx]
         for x in xs:
             for y in (-ly, ly):
                 parts.append(_leg(x, y, zt, p))
         if p.get("apron", True):  # rails under the top between the legs
-            a = p.get("apron_h", 0.06)
+            a = p.get("apron_h", 0.04)
             for y in (-ly, ly):
                 parts.append((*box((0, y, zt - a / 2), (2 * lx, 0.02, a)), "wood"))
             for x in (-lx, lx):
                 parts.append((*box((x, 0, zt - a / 2), (0.02, 2 * ly, a)), "wood"))
-        if p.get("stretchers"):  # low rails near the floor
-            z = p["stretchers"]
-            for x in (-lx, lx):
-                parts.append((*cylinder((x, -ly, z), (x, ly, z), 0.01, 6), p.get("leg_role", "wood")))
-            parts.append((*cylinder((-lx, 0, z), (lx, 0, z), 0.01, 6), p.get("leg_role", "wood")))
     return parts
 
 
 SUBTYPES = [
-    ("four_leg", dict(L=1.0, D=0.55, H=0.46)),
+    ("four_leg", dict(L=1.0, D=0.5, H=0.48, leg=0.07, inset=0.035)),
     ("round_pedestal", dict(L=0.72, D=0.72, H=0.45, round=True, pedestal=True)),
-    ("trestle", dict(L=1.0, D=0.5, H=0.46, top=0.04, trestle=True, inset=0.12)),
-    ("square", dict(L=0.66, D=0.66, H=0.47, taper=0.6, leg=0.045)),
-    ("oval", dict(L=1.0, D=0.62, H=0.45, round=True, round_legs=True, splay=0.03, inset=0.16, apron=False, stretchers=0.12)),
-    ("glass", dict(L=0.85, D=0.85, H=0.43, top=0.012, top_role="glass", round_legs=True, leg_role="metal", apron_h=0.025, stretchers=0.1)),
-    ("banquet", dict(L=1.0, D=0.36, H=0.4, six_legs=True, leg=0.03, inset=0.04)),
+    ("trestle", dict(L=1.0, D=0.45, H=0.42, top=0.05, trestle=True, inset=0.12)),
+    ("square", dict(L=0.66, D=0.66, H=0.47, leg=0.08, inset=0.14, splay=0.02, apron=False)),
+    ("oval", dict(L=1.1, D=0.68, H=0.42, round=True, round_legs=True, leg=0.12, splay=0.03, inset=0.2, apron=False)),
+    ("glass", dict(L=0.95, D=0.6, H=0.4, top=0.02, top_role="glass", round_legs=True, leg=0.11, leg_role="metal",
+                   inset=0.04, apron_h=0.025)),
+    ("banquet", dict(L=1.0, D=0.36, H=0.4, six_legs=True, leg=0.05, inset=0.04)),
 ]

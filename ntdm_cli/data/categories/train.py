@@ -105,12 +105,12 @@ def build(p: dict) -> list:
 
 
 SUBTYPES = [
-    ("highspeed", dict(L=1.0, cars=2, W=0.12, H=0.14, clear=0.04, wheel_r=0.018, nose="bullet", nose_len=0.2, front_len=1.2)),
-    ("metro", dict(L=1.0, cars=3, W=0.12, H=0.14, clear=0.038, wheel_r=0.017, nose="flat")),
-    ("diesel", dict(L=1.0, cars=2, W=0.12, H=0.16, clear=0.045, wheel_r=0.02, nose="cab", freight=["box"], front_len=0.8)),
-    ("tram", dict(L=0.8, cars=2, W=0.1, H=0.13, clear=0.03, wheel_r=0.015, nose="flat", pantograph=True)),
-    ("commuter", dict(L=1.0, cars=3, W=0.13, H=0.16, clear=0.04, wheel_r=0.018, nose="flat", roof=0.04, pantograph=True)),
-    ("freight", dict(L=1.0, cars=3, W=0.12, H=0.14, clear=0.045, wheel_r=0.02, nose="cab", freight=["hopper", "tank"],
+    ("highspeed", dict(L=1.0, cars=2, W=0.11, H=0.13, clear=0.035, wheel_r=0.017, nose="bullet", nose_len=0.26, front_len=1.2)),
+    ("metro", dict(L=0.9, cars=3, W=0.135, H=0.15, clear=0.04, wheel_r=0.017, nose="flat")),
+    ("diesel", dict(L=1.0, cars=2, W=0.12, H=0.18, clear=0.05, wheel_r=0.02, nose="cab", freight=["box"], front_len=0.8)),
+    ("tram", dict(L=0.75, cars=2, W=0.1, H=0.13, clear=0.028, wheel_r=0.015, nose="flat", pantograph=True)),
+    ("commuter", dict(L=1.1, cars=3, W=0.14, H=0.2, clear=0.04, wheel_r=0.018, nose="flat", roof=0.04, pantograph=True)),
+    ("freight", dict(L=1.0, cars=3, W=0.125, H=0.15, clear=0.045, wheel_r=0.02, nose="cab", freight=["hopper", "tank"],
                      front_len=0.85, gap=0.02)),
     ("steam", dict(L=0.9, cars=2, W=0.12, H=0.17, clear=0.04, wheel_r=0.018, nose="steam", front_len=1.1)),
 ]
