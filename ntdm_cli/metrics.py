@@ -205,15 +205,20 @@ class ImageResult:
     # loss of the answer and of the annotation (annotated class, pose and shape) under the model; NaN: unknown
     loss: float = float("nan")
     annotated_loss: float = float("nan")
+    # the annotation's loss after the solver's optimisation started there (shape and scale free, as the
+    # answer's were); NaN: not computed (predictions written before it existed)
+    annotated_refined_loss: float = float("nan")
 
     @property
     def search_failure(self) -> bool | None:
-        """For a wrong pose: the annotation scores better than the answer, so the optimiser missed a
-        better optimum (True), or the model prefers the wrong answer (False, a model failure); None
-        when the losses are unknown."""
-        if not (math.isfinite(self.loss) and math.isfinite(self.annotated_loss)):
+        """For a wrong pose: started at the annotation, the optimiser ends with a lower loss than the
+        answer, so the search missed a better optimum (True), or the model prefers the wrong answer
+        (False, a model failure); None when the losses are unknown. Falls back to the annotation's own
+        loss when the refined one was not computed."""
+        ref = self.annotated_refined_loss if math.isfinite(self.annotated_refined_loss) else self.annotated_loss
+        if not (math.isfinite(self.loss) and math.isfinite(ref)):
             return None
-        return self.annotated_loss < self.loss
+        return ref < self.loss
 
     @property
     def correct_class(self) -> bool:

@@ -480,6 +480,18 @@ def test_search_and_model_failures(tmp_path):
     assert by["car/b"].search_failure is True and by["car/d"].search_failure is False
     md = files["markdown"].read_text()
     assert "search failures" in md and "model failures" in md and "*search / model failures*" in md
+    # with the refined annotation loss (optimised from the annotation, as the answer was), that one
+    # decides: car/d's annotation, its shape fitted, ends at 0.25 < 0.3, so the search missed it
+    refined = {"car/a": 0.12, "car/b": 0.2, "bus/c": 0.2, "car/d": 0.25, "bus/e": 0.4}
+
+    def with_refined(ids, ang):
+        return {**losses(ids, ang), "annotated_refined_loss": np.array([refined[i] for i in ids])}
+
+    pred = write_predictions(tmp_path / "pr.h5", gt, offsets={"car/b": (40, 0, 0), "car/d": (180, 0, 0)},
+                             extra=with_refined)
+    runs, _ = run_eval([pred], tmp_path, tmp_path / "report_r", ground_truth=FakeGroundTruth(gt))
+    s = runs[0].summary["all"]
+    assert (s["n_wrong"], s["n_search_failures"], s["n_model_failures"]) == (2, 2, 0)
     # without the losses the columns are left out
     plain = write_predictions(tmp_path / "plain.h5", gt, offsets={"car/b": (40, 0, 0)})
     runs, files = run_eval([plain], tmp_path, tmp_path / "r2", ground_truth=FakeGroundTruth(gt))

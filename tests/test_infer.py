@@ -79,6 +79,9 @@ def test_infer_cli_outputs(tiny_pipeline, tmp_path):
     assert art["latent"].shape[0] == n and art["scale"].shape == (n, 3)
     assert art["topk"].shape == (n, 1, 5)
     assert (art["loss"] <= art["init_loss"] + 1e-5).all()
+    # the annotation's loss, and after optimising from it (never worse than where it started)
+    assert np.isfinite(art["annotated_loss"]).all() and np.isfinite(art["annotated_refined_loss"]).all()
+    assert (art["annotated_refined_loss"] <= art["annotated_loss"] + 1e-6).all()
     assert sorted(set(art["occlusion_level"].tolist())) == [0, 2]
     key = art["image_id"][0].replace("/", "|")
     masks = art[f"masks/{key}"]

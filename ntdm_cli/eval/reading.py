@@ -37,6 +37,7 @@ class Predictions:
     category_angles: np.ndarray | None = None  # (N, C, 3) pose solved for each class (NaN: not solved), or None
     loss: np.ndarray | None = None  # (N,) loss of the answer, or None
     annotated_loss: np.ndarray | None = None  # (N,) loss at the annotation (NaN: not computed), or None
+    annotated_refined_loss: np.ndarray | None = None  # (N,) the same after optimising from there, or None
     artifact: LazyArtifact | None = None
     index: dict[str, int] = field(default_factory=dict)
 
@@ -108,7 +109,8 @@ def load_predictions(path: str | os.PathLike, label: str) -> Predictions:
             category=strings("category", None), angles=angles, rotation=rotation,
             occlusion_level=np.zeros(n, np.int64) if occ is None else occ,
             nuisance=strings("nuisance", ""), categories=cats, category_angles=per_class,
-            loss=arr("loss", required=False), annotated_loss=arr("annotated_loss", required=False), artifact=art,
+            loss=arr("loss", required=False), annotated_loss=arr("annotated_loss", required=False),
+            annotated_refined_loss=arr("annotated_refined_loss", required=False), artifact=art,
         )
         preds.index = {image_id: i for i, image_id in enumerate(preds.image_ids)}
         if len(preds.index) != n:

@@ -124,6 +124,8 @@ def _score(run: RunResult, gt: GroundTruth, data_root: Path, k_worst: int) -> No
         pose_error_true_class=err_true,
         loss=float(preds.loss[i]) if preds.loss is not None else float("nan"),
         annotated_loss=float(preds.annotated_loss[i]) if preds.annotated_loss is not None else float("nan"),
+        annotated_refined_loss=(float(preds.annotated_refined_loss[i]) if preds.annotated_refined_loss is not None
+                                else float("nan")),
     )
     run.results.append(result)
     if k_worst > 0:

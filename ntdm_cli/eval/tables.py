@@ -250,8 +250,9 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
                   "evaluates), over the images where that class was solved; the plain columns score the pose "
                   "of the predicted class.", ""]
     if _has_failures(runs):
-        parts += ["*search / model failures*: of the images with pose error ≥ π/6, those whose annotation "
-                  "(annotated class, pose and shape) scores a lower loss than the answer (the optimiser missed "
+        parts += ["*search / model failures*: of the images with pose error ≥ π/6, those where the solver, "
+                  "started at the annotation (annotated class, pose and shape; then pose, shape and scale "
+                  "optimised as for the answers), ends with a lower loss than the answer (the search missed "
                   "it) / not lower (the model prefers the wrong answer). *flips*: error above 150°.", ""]
     parts += ["## Summary (all scored images)", "", _md_table(*summary_table(runs)), ""]
     if not same_image_sets(runs):

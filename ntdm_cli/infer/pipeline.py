@@ -24,7 +24,7 @@ from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreproc
 from ntdm_cli.errors import ImageError, MissingInputError, NtdmUsageError, short
 from ntdm_cli.infer.classify import background_loss, classify
 from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, SolveResult, background_scores,
-                                   bank_centres, solve_batch)
+                                   bank_centres, refine, solve_batch)
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
@@ -173,6 +173,7 @@ class Prediction:
     category_viewpoints: dict[str, dict]  # the pose solved for each tried category, original image frame
     background_loss: float  # loss of the object-absent hypothesis (infer.classify.background_loss)
     annotated_loss: float  # loss of the annotated category at the annotated pose and shape (NaN: none)
+    annotated_refined_loss: float  # the same after the solver's Adam steps started there (NaN: none)
     result: SolveResult
     viewpoint: dict  # original image frame
     amodal: np.ndarray
@@ -259,7 +260,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             solved[(i, cat)] = (res, rc, r)
             timing[i]["init"] += res.timing["init"]
             timing[i]["optimise"] += res.timing["optimise"]
-    annotated = annotated_losses(inputs, features, model, cfg, clutter, bg, solved)
+    annotated, refined = annotated_losses(inputs, features, model, cfg, clutter, bg, solved)
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
@@ -278,7 +279,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         preds.append(Prediction(
             image_id=inp.image_id, category=cat, categories_tried=tried[i], category_losses=losses,
             category_probs=probs, category_viewpoints=per_class, background_loss=bg_loss[i],
-            annotated_loss=annotated[i], result=res,
+            annotated_loss=annotated[i], annotated_refined_loss=refined[i], result=res,
             viewpoint=per_class[cat],
             amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
             crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
@@ -299,15 +300,18 @@ def annotation_hypothesis(ann: Annotation, num_latents: int, image: int, device)
                       image=torch.tensor([image], device=device))
 
 
-@torch.no_grad()
 def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NTDMModel, cfg: InferConfig,
-                     clutter: torch.Tensor, bg: torch.Tensor, solved: dict) -> list[float]:
+                     clutter: torch.Tensor, bg: torch.Tensor, solved: dict) -> tuple[list[float], list[float]]:
     """Loss of each input's annotation (its category at the annotated pose and shape), scored exactly
-    as the solver scores its answers; NaN for inputs without an annotation of a category the model
-    has. Comparing it with the answer's loss tells a search failure (the annotation scores better:
-    the optimiser missed it) from a model failure (the model prefers a wrong answer)."""
+    as the solver scores its answers, and the loss after the solver's Adam steps started from the
+    annotation (pose, distance, latent and scale free, as the answers had them); NaN for inputs
+    without an annotation of a category the model has. Comparing the refined loss with the answer's
+    tells a search failure (started at the truth, the optimiser ends lower than the answer: the search
+    missed that optimum) from a model failure (the model prefers the wrong answer). The raw loss alone
+    favours the answer, which had its shape optimised."""
     out = [float("nan")] * len(inputs)
-    h, w = features.shape[-2:]
+    refined = [float("nan")] * len(inputs)
+    groups: dict[int, tuple[RenderCompare, list[int], list[Hypotheses]]] = {}
     for i, inp in enumerate(inputs):
         ann = inp.annotation
         if ann is None or ann.category not in model.textures:
@@ -323,8 +327,20 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
                                bg=bg[i:i + 1])
             row = 0
         hyp = annotation_hypothesis(ann, model.deformers[ann.category].num_latents, row, features.device)
-        out[i] = float(rc.losses(hyp)[0])
-    return out
+        with torch.no_grad():
+            out[i] = float(rc.losses(hyp)[0])
+        _, rows, hyps = groups.setdefault(id(rc), (rc, [], []))
+        rows.append(i)
+        hyps.append(hyp)
+    for rc, rows, hyps in groups.values():  # one batch per scorer: every annotation of a category at once
+        hyp = Hypotheses(*(torch.cat(t) for t in zip(*(x.fields() for x in hyps))),
+                         image=torch.cat([x.image for x in hyps]))
+        start = torch.tensor([out[i] for i in rows], dtype=torch.float32, device=features.device)
+        with torch.enable_grad():
+            _, best_loss, _ = refine(rc, hyp, start, cfg, len(rows))
+        for i, v in zip(rows, best_loss.tolist()):
+            refined[i] = float(v)
+    return out, refined
 
 
 def infer_one(inp: InferInput, model: NTDMModel, cfg: InferConfig, device, generator: torch.Generator,
@@ -370,6 +386,7 @@ def predictions_data(preds: list[Prediction], categories: list[str]) -> dict:
         "loss": np.array([p.result.loss for p in preds]),
         "background_loss": np.array([p.background_loss for p in preds]),
         "annotated_loss": np.array([p.annotated_loss for p in preds], dtype=np.float64),
+        "annotated_refined_loss": np.array([p.annotated_refined_loss for p in preds], dtype=np.float64),
         "init_loss": np.array([p.result.init_loss for p in preds]),
         "rotation": rot.numpy(),
         "occlusion_level": np.array([p.inp.occlusion_level for p in preds], dtype=np.int64),

@@ -331,13 +331,33 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
     start = scores[top] if scorer is rc else _score(rc, hyp, cfg.score_chunk)  # the starts at full resolution
     init_losses = start.view(B, k).amin(1)
     t1 = time.perf_counter()
+    best, best_loss, history = refine(rc, hyp, start, cfg, B)
+    t2 = time.perf_counter()
+    results = []
+    for b in range(B):
+        rows = torch.arange(b * k, (b + 1) * k, device=dev)
+        order = rows[torch.argsort(best_loss[rows])]
+        mine = best.select(order)
+        results.append(SolveResult(best=mine.select(torch.tensor([0], device=dev)), loss=float(best_loss[order[0]]),
+                                   topk=mine, topk_losses=best_loss[order], init_loss=float(init_losses[b]),
+                                   history=history, timing={"init": (t1 - t0) / B, "optimise": (t2 - t1) / B}))
+    return results
+
+
+def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferConfig,
+           images: int = 1) -> tuple[Hypotheses, torch.Tensor, list[float]]:
+    """Adam on the pose, distance and (unless ``cfg.fix_shape``) the latent and scale of ``hyp``
+    (``images`` × k hypotheses, image-major, scored by ``rc``; ``start`` (images·k,) their losses),
+    for ``cfg.steps`` steps with early stopping on the mean over images of their best loss.
+    Returns the best parameters seen per hypothesis (never worse than its start), their losses and
+    the history of that mean. ``hyp``'s tensors are optimised in place."""
+    B, k = images, len(hyp) // images
     params = [hyp.azimuth, hyp.elevation, hyp.theta, hyp.distance]
     if not cfg.fix_shape:
         params += [hyp.latent, hyp.log_scale]
     for p in params:
         p.requires_grad_(True)
     history: list[float] = []
-    # keep, per hypothesis, the best parameters seen: the result is never worse than its grid start
     best_loss = start.clone()
     best = hyp.detached()
     if cfg.steps > 0:
@@ -367,13 +387,4 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
                     break
         with torch.no_grad():  # the parameters after the last step
             best_loss = _keep_better(best, best_loss, hyp, rc.losses(hyp.detached()))
-    t2 = time.perf_counter()
-    results = []
-    for b in range(B):
-        rows = torch.arange(b * k, (b + 1) * k, device=dev)
-        order = rows[torch.argsort(best_loss[rows])]
-        mine = best.select(order)
-        results.append(SolveResult(best=mine.select(torch.tensor([0], device=dev)), loss=float(best_loss[order[0]]),
-                                   topk=mine, topk_losses=best_loss[order], init_loss=float(init_losses[b]),
-                                   history=history, timing={"init": (t1 - t0) / B, "optimise": (t2 - t1) / B}))
-    return results
+    return best, best_loss, history
