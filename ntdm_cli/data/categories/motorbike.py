@@ -44,7 +44,7 @@ def build(p: dict) -> list:
     # headlight
     parts.append((*along_y(lathe([(0.05, 0.0), (0.06, 0.035)], 12, center=(0, hz - 0.07, -(hy - 0.06)))), "light"))
     if p.get("floor"):  # scooter: leg shield, step-through floor board, rear cowl over engine and rear wheel
-        fz = R * 1.2
+        fz = p.get("floor_z", R * 1.2)  # floor board top
         parts.append((*frustum(R * 0.5, hz, (-bw / 2 - 0.02, bw / 2 + 0.02, hy - 0.02, hy + 0.22), (-bw / 2, bw / 2, hy - 0.05, hy + 0.05)), "body"))
         parts.append((*box((0, (hy + ty1) / 2 + 0.04, (R * 0.5 + fz) / 2), (bw, ty1 - hy + 0.08, fz - R * 0.5)), "body"))
         parts.append((*frustum(R * 0.5, sz - 0.06, (-bw / 2, bw / 2, ty1 - 0.04, yr + Rr * 0.6), (-bw / 2 + 0.01, bw / 2 - 0.01, ty1, yr + Rr * 1.1)), "body"))
@@ -64,13 +64,13 @@ def build(p: dict) -> list:
     parts.append((*cylinder((ex, ty1 - 0.05, bz + 0.03), (ex, yr + Rr * 0.6, bz + 0.03 + p.get("exhaust_up", 0.08)), 0.035, 10), "metal"))
     if p.get("fairing"):  # sport / touring front fairing with a windscreen
         fz0, fz1, fw2 = p.get("fairing_z", bz), hz + 0.02, p.get("fairing_w", bw + 0.04) / 2
-        parts.append((*frustum(fz0, fz1, (-fw2, fw2, hy - 0.12, ty1 - 0.05), (-fw2 + 0.01, fw2 - 0.01, hy - 0.06, hy + 0.12)), "body"))
+        parts.append((*frustum(fz0, fz1, (-fw2, fw2, hy - p.get("fairing_low", 0.12), ty1 - 0.05), (-fw2 + 0.01, fw2 - 0.01, hy - 0.06, hy + 0.12)), "body"))
         parts.append((*frustum(fz1, fz1 + p["fairing"], (-bw / 2 + 0.01, bw / 2 - 0.01, hy - 0.06, hy + 0.06), (-bw / 2 + 0.03, bw / 2 - 0.03, hy, hy + 0.08)), "glass"))
     if p.get("high_fenders"):  # dirt bike: tall front mudguard above the tyre
         parts.append((*box((0, yf - 0.02, 2 * R + 0.04), (tw + 0.02, R * 1.1, 0.03)), "body"))
-    if p.get("cases"):  # touring: panniers against the rear wheel, under the tail
-        for sx in (-1, 1):
-            parts.append((*box((sx * (bw / 2 + 0.02), yr - 0.06, Rr + 0.1), (0.1, 0.34, 0.24)), "body"))
+    if p.get("cases"):  # touring: panniers either side of the rear wheel, one block with the tail
+        pz0, pw = Rr * 0.7, p.get("fairing_w", bw + 0.04)
+        parts.append((*box((0, yr - 0.06, (pz0 + sz - 0.06) / 2), (pw, 0.34, sz - 0.06 - pz0)), "body"))
     if p.get("sidecar"):  # a boat-shaped car on the right on its own wheel
         sw, sl = 0.28, 0.65
         parts.append((*frustum(0.12, 0.42, (0.2, 0.2 + sw, -sl / 2 + 0.08, sl / 2), (0.18, 0.22 + sw, -sl / 2, sl / 2 + 0.02)), "body"))
@@ -89,9 +89,9 @@ SUBTYPES = [
                   tank=0.22, seat_len=0.42, tyre_w=0.06, rear_w=1.1, high_fenders=True, exhaust_up=0.25, body_z=0.22,
                   body_w=0.12)),
     ("scooter", dict(wheel_r=0.1, wheelbase=0.6, rake=0.08, head_z=0.54, bar_rise=0.06, bar_w=0.34, seat_z=0.42, tank=0.3,
-                     seat_len=0.34, tyre_w=0.08, rear_w=1.0, floor=True, body_w=0.18)),
-    ("touring", dict(wheel_r=0.18, wheelbase=0.84, rake=0.14, head_z=0.58, bar_rise=0.05, bar_w=0.42, seat_z=0.5, fairing=0.16,
-                     tank=0.3, seat_len=0.34, cases=True, rear_w=1.3, body_w=0.19, fairing_w=0.3)),
+                     seat_len=0.34, tyre_w=0.08, rear_w=1.0, floor=True, floor_z=0.2, body_w=0.18)),
+    ("touring", dict(wheel_r=0.18, wheelbase=0.9, rake=0.14, head_z=0.55, bar_rise=0.05, bar_w=0.42, seat_z=0.5, fairing=0.16,
+                     tank=0.3, seat_len=0.34, cases=True, rear_w=1.3, body_w=0.19, fairing_w=0.3, fairing_low=-0.04)),
     ("naked", dict(wheel_r=0.16, wheelbase=0.6, rake=0.1, head_z=0.55, bar_rise=0.12, bar_w=0.38, seat_z=0.52, tank=0.3,
                    seat_len=0.24, exhaust_up=0.1, rear_w=1.3, tank_h=0.16, body_z=0.16, body_w=0.15)),
     ("sidecar", dict(wheel_r=0.16, wheelbase=0.74, rake=0.15, head_z=0.5, bar_rise=0.07, bar_w=0.4, seat_z=0.44, tank=0.3,
