@@ -91,7 +91,7 @@ SUBTYPES = [
     ("scooter", dict(wheel_r=0.1, wheelbase=0.6, rake=0.08, head_z=0.54, bar_rise=0.06, bar_w=0.34, seat_z=0.42, tank=0.3,
                      seat_len=0.34, tyre_w=0.08, rear_w=1.0, floor=True, floor_z=0.2, body_w=0.18)),
     ("touring", dict(wheel_r=0.18, wheelbase=0.9, rake=0.14, head_z=0.55, bar_rise=0.05, bar_w=0.42, seat_z=0.5, fairing=0.16,
-                     tank=0.3, seat_len=0.34, cases=True, rear_w=1.3, body_w=0.19, fairing_w=0.3, fairing_low=-0.04)),
+                     tank=0.3, seat_len=0.34, cases=True, rear_w=1.3, body_w=0.28, fairing_w=0.3, fairing_low=-0.04)),
     ("naked", dict(wheel_r=0.16, wheelbase=0.6, rake=0.1, head_z=0.55, bar_rise=0.12, bar_w=0.38, seat_z=0.52, tank=0.3,
                    seat_len=0.24, exhaust_up=0.1, rear_w=1.3, tank_h=0.16, body_z=0.16, body_w=0.15)),
     ("sidecar", dict(wheel_r=0.16, wheelbase=0.74, rake=0.15, head_z=0.5, bar_rise=0.07, bar_w=0.4, seat_z=0.44, tank=0.3,
