@@ -340,3 +340,9 @@ def test_resume_with_other_settings_names_them(tiny_pipeline, tmp_path, capsys):
                      "-o", tmp_path / "m.h5", "--resume", ckpt, "--epochs", "4", *args, capsys=capsys)
     assert code == 2 and one_line(err) and "train.feature_dim is 16 there, 8 here" in err, err
     assert not (tmp_path / "m.h5").exists()
+    # a checkpoint trained at another object scale is refused too
+    code, err = ntdm("train-textures", "--data", tiny_pipeline.data, "--deformers", tiny_pipeline.deformers,
+                     "-o", tmp_path / "m.h5", "--resume", ckpt, "--epochs", "4", *TINY_TRAIN,
+                     "--set", "train.zoom=2", capsys=capsys)
+    assert code == 2 and one_line(err) and "train.zoom is 1.0 there, 2.0 here" in err, err
+    assert not (tmp_path / "m.h5").exists()
