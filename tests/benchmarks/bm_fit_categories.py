@@ -22,11 +22,11 @@ import os
 import time
 from pathlib import Path
 
-import torch
 
 from ntdm_cli.data import cads as catalogue
-from ntdm_cli.geometry.fit import DeformerConfig, fit_deformer
+from ntdm_cli.geometry.fit import DeformerConfig
 from ntdm_cli.geometry.mesh_io import validate_mesh
+from tests.benchmarks.bm_fit_deformer import run as fit_run
 
 TARGET_MEAN_PCT, TARGET_RATIO, TARGET_SECONDS = 0.5, 2.0, 120.0
 
@@ -42,26 +42,13 @@ def training_cads(category: str) -> list:
 
 
 def run(category: str, cfg: DeformerConfig) -> dict:
-    cads = training_cads(category)
-    r = fit_deformer(cads, cfg, category=category, show_progress=False)
-    e = r.errors
-    print(f"\n[{category}] {len(cads)} CADs, fit {r.seconds:.1f} s wall, {r.cpu_seconds:.1f} s CPU "
-          f"(prepare {r.timings['prepare']:.1f} s, optimise {r.timings['optimise']:.1f} s, "
-          f"evaluate {r.timings['evaluate']:.1f} s), torch threads {cfg.threads or torch.get_num_threads()}")
-    print(f"{'CAD':16s} {'mean %':>8s} {'p95 %':>8s} {'other/own':>10s}  nearest other")
-    for k, name in enumerate(e.names):
-        others = [(e.cross[k, j], e.names[j]) for j in range(len(e.names)) if j != k]
-        nearest = min(others)[1] if others else "-"
-        print(f"{name:16s} {e.mean_pct[k]:8.3f} {e.p95_pct[k]:8.3f} {e.own_other_ratio[k]:10.2f}  {nearest}")
-    worst, ratio = float(e.mean_pct.max()), float(e.own_other_ratio.min())
-    ok = worst <= TARGET_MEAN_PCT and ratio >= TARGET_RATIO
-    print(f"{category}: max mean % {worst:.3f} (target <= {TARGET_MEAN_PCT}), min other/own {ratio:.2f} "
-          f"(target >= {TARGET_RATIO}), {r.seconds:.0f} s (target < {TARGET_SECONDS:.0f} s on 2 cores) "
+    """Fit one category's training CADs (bm_fit_deformer's fit and table) and judge the goals."""
+    r = fit_run(cfg, training_cads(category), category, category=category)
+    r.pop("deformer")
+    ok = r["max_mean_pct"] <= TARGET_MEAN_PCT and r["min_ratio"] >= TARGET_RATIO
+    print(f"{category}: {r['seconds']:.0f} s (target < {TARGET_SECONDS:.0f} s on 2 cores) "
           f"-> {'meets' if ok else 'MISSES'} the distance goals")
-    return {"category": category, "names": e.names, "mean_pct": e.mean_pct.tolist(), "p95_pct": e.p95_pct.tolist(),
-            "own_other_ratio": e.own_other_ratio.tolist(), "cross": e.cross.tolist(),
-            "max_mean_pct": worst, "min_ratio": ratio, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds,
-            "timings": r.timings, "meets_distance_goals": ok}
+    return {"category": category, **r, "meets_distance_goals": ok}
 
 
 def main() -> None:

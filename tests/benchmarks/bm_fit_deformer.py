@@ -32,20 +32,26 @@ from ntdm_cli.geometry.fit import DeformerConfig, fit_deformer
 from tests.cad_fixtures import make_cads
 
 
-def run(cfg: DeformerConfig, cads, label: str) -> dict:
-    r = fit_deformer(cads, cfg, category="vehicle")
+def run(cfg: DeformerConfig, cads, label: str, category: str = "vehicle") -> dict:
+    """Fit ``cads`` with ``cfg``, print the per-CAD table (mean / p95 % of the diagonal, other/own
+    ratio and the nearest other CAD) and the worst figures against the targets; returns them."""
+    r = fit_deformer(cads, cfg, category=category)
     e = r.errors
     print(f"\n[{label}] fit: {r.seconds:.1f} s wall, {r.cpu_seconds:.1f} s CPU "
           f"(prepare {r.timings['prepare']:.1f} s, optimise {r.timings['optimise']:.1f} s for {cfg.steps} steps, "
           f"evaluate {r.timings['evaluate']:.1f} s); torch threads {cfg.threads or torch.get_num_threads()}")
-    print(f"{'CAD':14s} {'mean %':>8s} {'p95 %':>8s} {'mean':>9s} {'other/own':>10s}")
+    print(f"{'CAD':16s} {'mean %':>8s} {'p95 %':>8s} {'mean':>9s} {'other/own':>10s}  nearest other")
     for k, name in enumerate(e.names):
-        print(f"{name:14s} {e.mean_pct[k]:8.3f} {e.p95_pct[k]:8.3f} {e.mean[k]:9.5f} {e.own_other_ratio[k]:10.1f}")
-    print(f"max mean % {e.mean_pct.max():.3f} (target <= 0.5), min other/own {e.own_other_ratio.min():.1f} "
+        others = [(e.cross[k, j], e.names[j]) for j in range(len(e.names)) if j != k]
+        nearest = min(others)[1] if others else "-"
+        print(f"{name:16s} {e.mean_pct[k]:8.3f} {e.p95_pct[k]:8.3f} {e.mean[k]:9.5f} {e.own_other_ratio[k]:10.2f}  {nearest}")
+    print(f"max mean % {e.mean_pct.max():.3f} (target <= 0.5), min other/own {e.own_other_ratio.min():.2f} "
           f"(target >= 2)")
     return {"label": label, "seconds": r.seconds, "cpu_seconds": r.cpu_seconds, "timings": r.timings,
             "names": e.names, "mean_pct": e.mean_pct.tolist(), "p95_pct": e.p95_pct.tolist(),
-            "own_other_ratio": e.own_other_ratio.tolist(), "deformer": r.deformer}
+            "own_other_ratio": e.own_other_ratio.tolist(), "cross": e.cross.tolist(),
+            "max_mean_pct": float(e.mean_pct.max()), "min_ratio": float(e.own_other_ratio.min()),
+            "deformer": r.deformer}
 
 
 def time_export(deformer, repeats: int = 5) -> float:
