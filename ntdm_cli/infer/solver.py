@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,6 @@ class InferConfig:
     early_stop_patience: int = 30
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
     grid_pool: int = 1  # score the initial grid on features average-pooled this many times (2: a stride-4 model at stride 8)
-    coarse_steps: int = 0  # the first of the ``steps`` Adam steps score on the grid's pooled features (grid_pool > 1)
     batch_images: int = 8  # images solved together (features, grid scoring and Adam in one batch)
     model: str = ""  # model artifact when --model and NTDM_MODEL are not given (ntdm_cli.model.default)
 
@@ -61,9 +60,6 @@ class InferConfig:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
             raise NtdmUsageError("infer.steps must be ≥ 0")
-        if not 0 <= self.coarse_steps <= self.steps:
-            raise NtdmUsageError(f"infer.coarse_steps must be between 0 and infer.steps ({self.steps}), "
-                                 f"got {self.coarse_steps}")
         for name in ("lr", "lr_final_factor"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -335,16 +331,7 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
     start = scores[top] if scorer is rc else _score(rc, hyp, cfg.score_chunk)  # the starts at full resolution
     init_losses = start.view(B, k).amin(1)
     t1 = time.perf_counter()
-    history: list[float] = []
-    fine_cfg = cfg
-    if cfg.coarse_steps > 0 and scorer is not rc:
-        # coarse to fine: the first steps on the pooled features, where the loss's basins are as wide
-        # as the grid's, then the rest at full resolution, one learning-rate schedule over both
-        coarse_cfg, fine_cfg = split_schedule(cfg, cfg.coarse_steps)
-        hyp, _, history = refine(scorer, hyp, scores[top], coarse_cfg, B)
-        start = _score(rc, hyp, cfg.score_chunk)
-    best, best_loss, fine_history = refine(rc, hyp, start, fine_cfg, B)
-    history += fine_history
+    best, best_loss, history = refine(rc, hyp, start, cfg, B)
     t2 = time.perf_counter()
     results = []
     for b in range(B):
@@ -355,16 +342,6 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
                                    topk=mine, topk_losses=best_loss[order], init_loss=float(init_losses[b]),
                                    history=history, timing={"init": (t1 - t0) / B, "optimise": (t2 - t1) / B}))
     return results
-
-
-def split_schedule(cfg: InferConfig, first: int) -> tuple[InferConfig, InferConfig]:
-    """``cfg``'s Adam schedule (``steps`` steps, lr decaying exponentially from ``lr`` to
-    ``lr·lr_final_factor``) cut after ``first`` steps into two consecutive schedules."""
-    gamma = cfg.lr_final_factor ** (1.0 / max(cfg.steps, 1))
-    rest = cfg.steps - first
-    head = replace(cfg, steps=first, lr_final_factor=gamma ** first)
-    tail = replace(cfg, steps=rest, lr=cfg.lr * gamma ** first, lr_final_factor=gamma ** rest if rest else 1.0)
-    return head, tail
 
 
 def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferConfig,
