@@ -1,6 +1,7 @@
 """Config sections, YAML files and --set overrides."""
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import yaml
@@ -66,3 +67,16 @@ def test_string_options_read_yaml_booleans_back():
     assert ConfigStore(overrides=["train.amp=bf16"]).get("train", TrainConfig).amp == "bf16"
     with pytest.raises(Exception, match="train.amp"):
         ConfigStore(overrides=["train.amp=fp16"]).get("train", TrainConfig)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_settings_files_resolve(path):
+    """Every settings file of configs/ (the recipes' scales) names only known keys with valid values:
+    a typo in a preset would otherwise surface an hour into SCALE=cpu."""
+    import ntdm_cli.cli.main  # noqa: F401  (registers every command's config sections)
+
+    store = ConfigStore(path)
+    assert store.raw, f"{path} is empty"
+    for name in store.raw:
+        store.get(name)
