@@ -130,7 +130,7 @@ def infer_command(cfg: InferConfig, images: list[Path] | None, output: Path, dev
         for occ, nui in dataset_parts(occlusion, nuisance):
             ds, stream = inputs_from_dataset(data, split, cats, crop_hw, occ, nui, limit,
                                              known_category=category is not None,
-                                             zoom=float(model.extra.get("zoom", 1.0)))
+                                             zoom=model.zoom)
             streams.append(stream)
             count += len(ds)
         inputs = itertools.islice(itertools.chain.from_iterable(streams), shard_i, None, shard_n)

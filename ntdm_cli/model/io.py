@@ -62,6 +62,12 @@ class NTDMModel:
     def texture_size(self) -> int:
         return next(iter(self.textures.values())).size
 
+    @property
+    def zoom(self) -> float:
+        """How many times larger than the dataset's own crops the training objects were (train.zoom;
+        1 for models written before it was recorded)."""
+        return float(self.extra.get("zoom", 1.0))
+
     def to(self, device) -> "NTDMModel":
         self.backbone.to(device)
         for t in self.textures.values():

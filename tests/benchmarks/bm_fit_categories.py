@@ -22,7 +22,6 @@ import os
 import time
 from pathlib import Path
 
-
 from ntdm_cli.data import cads as catalogue
 from ntdm_cli.geometry.fit import DeformerConfig
 from ntdm_cli.geometry.mesh_io import validate_mesh
