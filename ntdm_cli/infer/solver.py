@@ -41,12 +41,19 @@ class InferConfig:
     calibrated: bool = True  # class = argmax of the model's per-category gain × evidence (when it has gains)
     init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)
     fix_shape: bool = False
+    scale_bound: float = 1.0  # the optimised per-axis scale s′ stays within exp(±bound)
+    distance_bound: float = 0.0  # > 0: the distance stays within init_distance · exp(±bound); 0: only kept positive
+    latent_simplex: bool = False  # keep the latent a convex combination of the CADs' (projected after each step)
     no_background: bool = False
+    occlusion_cost: float = 0.0  # score a covered pixel max(f·rendered, bg − cost): an occluded pixel costs this
     single_bin: bool = False
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
     grid_pool: int = 1  # score the initial grid on features average-pooled this many times (2: a stride-4 model at stride 8)
+    polish_levels: int = 0  # compass search after Adam: step halvings (0: off); moves the silhouette, which Adam cannot
+    polish_step_deg: float = 15.0  # its first angle step (degrees); distance steps by the same fraction / 2
+    polish_iterations: int = 3  # moves tried per step size while one of them improves some hypothesis
     batch_images: int = 8  # images solved together (features, grid scoring and Adam in one batch)
     model: str = ""  # model artifact when --model and NTDM_MODEL are not given (ntdm_cli.model.default)
 
@@ -55,12 +62,21 @@ class InferConfig:
             raise NtdmUsageError(f"infer.init must be grid, random or average, got {self.init!r}")
         if self.init_poses < 0:
             raise NtdmUsageError("infer.init_poses must be ≥ 0")
-        for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images", "grid_pool"):
+        for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images", "grid_pool",
+                     "polish_iterations"):
             if getattr(self, name) <= 0:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
             raise NtdmUsageError("infer.steps must be ≥ 0")
-        for name in ("lr", "lr_final_factor"):
+        if not (self.occlusion_cost >= 0 and math.isfinite(self.occlusion_cost)):
+            raise NtdmUsageError(f"infer.occlusion_cost must be ≥ 0, got {self.occlusion_cost!r}")
+        if self.polish_levels < 0:
+            raise NtdmUsageError("infer.polish_levels must be ≥ 0")
+        for name in ("scale_bound", "distance_bound"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise NtdmUsageError(f"infer.{name} must be ≥ 0, got {value!r}")
+        for name in ("lr", "lr_final_factor", "polish_step_deg"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise NtdmUsageError(f"infer.{name} must be a positive number, got {value!r}")
@@ -239,7 +255,7 @@ class RenderCompare:
             fg_pix = torch.ones_like(fg_score, dtype=torch.bool)
             base = fg_score.new_zeros(N)
         else:
-            gain = torch.relu(fg_score - self.bg_flat.index_select(0, rows))
+            gain = (fg_score - self.bg_flat.index_select(0, rows)).clamp_min(-self.cfg.occlusion_cost)
             fg_pix = gain > 0
             base = self.bg_sum.index_select(0, img)
         loss = 1 - (base + fg_score.new_zeros(N).index_add(0, owner, gain)) / hw
@@ -374,9 +390,7 @@ def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferCo
             opt.step()
             sched.step()
             with torch.no_grad():
-                hyp.distance.clamp_(min=0.05 * cfg.init_distance)
-                hyp.log_scale.clamp_(-1.0, 1.0)
-                hyp.elevation.clamp_(-math.pi / 2, math.pi / 2)
+                constrain(hyp, cfg)
             cur = float(best_loss.view(B, k).amin(1).mean())  # mean over images of their best loss
             history.append(cur)
             if cur < best_seen - cfg.early_stop_tol:
@@ -387,4 +401,73 @@ def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferCo
                     break
         with torch.no_grad():  # the parameters after the last step
             best_loss = _keep_better(best, best_loss, hyp, rc.losses(hyp.detached()))
+    if cfg.polish_levels > 0:
+        best_loss = polish(rc, best, best_loss, cfg)
     return best, best_loss, history
+
+
+def project_simplex(z: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row of z (N, K) onto the probability simplex {z ≥ 0, Σ z = 1}."""
+    u, _ = torch.sort(z, dim=1, descending=True)
+    css = u.cumsum(1) - 1
+    k = torch.arange(1, z.shape[1] + 1, device=z.device, dtype=z.dtype)
+    rho = ((u - css / k) > 0).sum(1, keepdim=True).clamp_min(1)  # the last index with u_k > (Σ_{≤k} u − 1) / k
+    tau = css.gather(1, rho - 1) / rho.to(z.dtype)
+    return (z - tau).clamp_min(0)
+
+
+@torch.no_grad()
+def constrain(hyp: Hypotheses, cfg: InferConfig) -> None:
+    """Keep the optimised hypotheses (in place) in the plausible set: elevation in [−π/2, π/2], the
+    distance positive (within ``cfg.distance_bound`` of the start in log space when > 0), the per-axis
+    scale within exp(±``cfg.scale_bound``) and, with ``cfg.latent_simplex``, the latent on the simplex
+    of CAD mixtures. Free scale, distance and latent let a wrong pose stretch its silhouette over the
+    object (docs/pretrained.md)."""
+    hyp.elevation.clamp_(-math.pi / 2, math.pi / 2)
+    if cfg.distance_bound > 0:
+        hyp.distance.clamp_(cfg.init_distance * math.exp(-cfg.distance_bound), cfg.init_distance * math.exp(cfg.distance_bound))
+    else:
+        hyp.distance.clamp_(min=0.05 * cfg.init_distance)
+    hyp.log_scale.clamp_(-cfg.scale_bound, cfg.scale_bound)
+    if cfg.latent_simplex:
+        hyp.latent.copy_(project_simplex(hyp.latent))
+
+
+@torch.no_grad()
+def polish(rc: RenderCompare, hyp: Hypotheses, loss: torch.Tensor, cfg: InferConfig) -> torch.Tensor:
+    """Compass search on azimuth, elevation, theta and distance of every hypothesis, in place.
+
+    The rasteriser's coverage has no gradient, so Adam only slides the texture under a fixed
+    silhouette; where the silhouette is most of the evidence (thin parts: wings, legs) it stalls at
+    its start. Each round scores the 8 moves ±δ of one parameter (angles by δ, distance by the
+    factor exp(±δ/2)) of every hypothesis and keeps each hypothesis's best move when it lowers its
+    loss; δ starts at ``cfg.polish_step_deg`` and halves ``cfg.polish_levels`` - 1 times, with at
+    most ``cfg.polish_iterations`` rounds per δ. Args: hyp (N,) hypotheses scored by ``rc``, loss
+    (N,) their losses. Returns the new losses (never higher)."""
+    n = len(hyp)
+    dev = hyp.azimuth.device
+    eye = torch.eye(4, device=dev)
+    moves = torch.cat([eye, -eye])  # (8, 4): ± each of azimuth, elevation, theta, log distance
+    delta = math.radians(cfg.polish_step_deg)
+    for _ in range(cfg.polish_levels):
+        step = moves * torch.tensor([delta, delta, delta, delta / 2], device=dev)
+        for _ in range(cfg.polish_iterations):
+            rep = torch.arange(n, device=dev).repeat_interleave(len(moves))  # (8N,) hypothesis of each candidate
+            cand = hyp.select(rep)
+            s = step.repeat(n, 1)
+            cand.azimuth = cand.azimuth + s[:, 0]
+            cand.elevation = (cand.elevation + s[:, 1]).clamp(-math.pi / 2, math.pi / 2)
+            cand.theta = cand.theta + s[:, 2]
+            cand.distance = cand.distance * s[:, 3].exp()
+            constrain(cand, cfg)
+            scores = _score(rc, cand, cfg.score_chunk).view(n, len(moves))
+            low, which = scores.min(1)
+            better = low < loss
+            if not bool(better.any()):
+                break
+            pick = (torch.arange(n, device=dev) * len(moves) + which)[better]
+            for dst, src in zip(hyp.fields(), cand.fields()):
+                dst[better] = src[pick]
+            loss = torch.where(better, low, loss)
+        delta /= 2
+    return loss
