@@ -41,9 +41,8 @@ class InferConfig:
     calibrated: bool = True  # class = argmax of the model's per-category gain × evidence (when it has gains)
     init: str = "grid"  # grid | random | average (latent initialisation; poses always from the grid)
     fix_shape: bool = False
-    scale_bound: float = 1.0  # the optimised per-axis scale s′ stays within exp(±bound)
-    distance_bound: float = 0.0  # > 0: the distance stays within init_distance · exp(±bound); 0: only kept positive
-    latent_simplex: bool = False  # keep the latent a convex combination of the CADs' (projected after each step)
+    scale_bound: float = 0.15  # the optimised per-axis scale s′ stays within exp(±bound)
+    latent_simplex: bool = True  # keep the latent a convex combination of the CADs' (projected after each step)
     no_background: bool = False
     occlusion_cost: float = 0.0  # score a covered pixel max(f·rendered, bg − cost): an occluded pixel costs this
     single_bin: bool = False
@@ -72,10 +71,8 @@ class InferConfig:
             raise NtdmUsageError(f"infer.occlusion_cost must be ≥ 0, got {self.occlusion_cost!r}")
         if self.polish_levels < 0:
             raise NtdmUsageError("infer.polish_levels must be ≥ 0")
-        for name in ("scale_bound", "distance_bound"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise NtdmUsageError(f"infer.{name} must be ≥ 0, got {value!r}")
+        if not (self.scale_bound >= 0 and math.isfinite(self.scale_bound)):
+            raise NtdmUsageError(f"infer.scale_bound must be ≥ 0, got {self.scale_bound!r}")
         for name in ("lr", "lr_final_factor", "polish_step_deg"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -419,15 +416,11 @@ def project_simplex(z: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def constrain(hyp: Hypotheses, cfg: InferConfig) -> None:
     """Keep the optimised hypotheses (in place) in the plausible set: elevation in [−π/2, π/2], the
-    distance positive (within ``cfg.distance_bound`` of the start in log space when > 0), the per-axis
-    scale within exp(±``cfg.scale_bound``) and, with ``cfg.latent_simplex``, the latent on the simplex
-    of CAD mixtures. Free scale, distance and latent let a wrong pose stretch its silhouette over the
-    object (docs/pretrained.md)."""
+    distance above 5 % of the start's, the per-axis scale within exp(±``cfg.scale_bound``) and, with
+    ``cfg.latent_simplex``, the latent on the simplex of CAD mixtures. A free scale and an
+    extrapolated latent let a wrong pose stretch its silhouette over the object."""
     hyp.elevation.clamp_(-math.pi / 2, math.pi / 2)
-    if cfg.distance_bound > 0:
-        hyp.distance.clamp_(cfg.init_distance * math.exp(-cfg.distance_bound), cfg.init_distance * math.exp(cfg.distance_bound))
-    else:
-        hyp.distance.clamp_(min=0.05 * cfg.init_distance)
+    hyp.distance.clamp_(min=0.05 * cfg.init_distance)
     hyp.log_scale.clamp_(-cfg.scale_bound, cfg.scale_bound)
     if cfg.latent_simplex:
         hyp.latent.copy_(project_simplex(hyp.latent))
