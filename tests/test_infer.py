@@ -394,7 +394,7 @@ def test_refine_keeps_shape_and_distance_plausible(tiny_pipeline):
 
 
 @pytest.mark.parametrize("key,value", [("scale_bound", -0.1), ("scale_bound", float("nan")),
-                                       ("polish_levels", -1), ("polish_step_deg", 0.0), ("occlusion_cost", -1.0)])
+                                       ("polish_levels", -1), ("polish_step_deg", 0.0)])
 def test_search_options_are_validated(key, value):
     with pytest.raises(NtdmUsageError, match=f"infer.{key}"):
         InferConfig(**{key: value}).validate()

@@ -44,7 +44,6 @@ class InferConfig:
     scale_bound: float = 0.15  # the optimised per-axis scale s′ stays within exp(±bound)
     latent_simplex: bool = True  # keep the latent a convex combination of the CADs' (projected after each step)
     no_background: bool = False
-    occlusion_cost: float = 0.0  # score a covered pixel max(f·rendered, bg − cost): an occluded pixel costs this
     single_bin: bool = False
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
@@ -67,8 +66,6 @@ class InferConfig:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
             raise NtdmUsageError("infer.steps must be ≥ 0")
-        if not (self.occlusion_cost >= 0 and math.isfinite(self.occlusion_cost)):
-            raise NtdmUsageError(f"infer.occlusion_cost must be ≥ 0, got {self.occlusion_cost!r}")
         if self.polish_levels < 0:
             raise NtdmUsageError("infer.polish_levels must be ≥ 0")
         if not (self.scale_bound >= 0 and math.isfinite(self.scale_bound)):
@@ -252,7 +249,7 @@ class RenderCompare:
             fg_pix = torch.ones_like(fg_score, dtype=torch.bool)
             base = fg_score.new_zeros(N)
         else:
-            gain = (fg_score - self.bg_flat.index_select(0, rows)).clamp_min(-self.cfg.occlusion_cost)
+            gain = torch.relu(fg_score - self.bg_flat.index_select(0, rows))
             fg_pix = gain > 0
             base = self.bg_sum.index_select(0, img)
         loss = 1 - (base + fg_score.new_zeros(N).index_add(0, owner, gain)) / hw
@@ -435,32 +432,36 @@ def polish(rc: RenderCompare, hyp: Hypotheses, loss: torch.Tensor, cfg: InferCon
     its start. Each round scores the 8 moves ±δ of one parameter (angles by δ, distance by the
     factor exp(±δ/2)) of every hypothesis and keeps each hypothesis's best move when it lowers its
     loss; δ starts at ``cfg.polish_step_deg`` and halves ``cfg.polish_levels`` - 1 times, with at
-    most ``cfg.polish_iterations`` rounds per δ. Args: hyp (N,) hypotheses scored by ``rc``, loss
+    most ``cfg.polish_iterations`` rounds per δ (after the first, only the hypotheses that moved are
+    rescored: the others' moves are known not to improve). Args: hyp (N,) hypotheses scored by ``rc``, loss
     (N,) their losses. Returns the new losses (never higher)."""
     n = len(hyp)
     dev = hyp.azimuth.device
+    loss = loss.clone()
     eye = torch.eye(4, device=dev)
     moves = torch.cat([eye, -eye])  # (8, 4): ± each of azimuth, elevation, theta, log distance
+    m = len(moves)
     delta = math.radians(cfg.polish_step_deg)
     for _ in range(cfg.polish_levels):
         step = moves * torch.tensor([delta, delta, delta, delta / 2], device=dev)
+        active = torch.arange(n, device=dev)  # a hypothesis that did not move has no better move: not rescored
         for _ in range(cfg.polish_iterations):
-            rep = torch.arange(n, device=dev).repeat_interleave(len(moves))  # (8N,) hypothesis of each candidate
-            cand = hyp.select(rep)
-            s = step.repeat(n, 1)
+            cand = hyp.select(active.repeat_interleave(m))  # (8A,) the moves of each active hypothesis
+            s = step.repeat(len(active), 1)
             cand.azimuth = cand.azimuth + s[:, 0]
-            cand.elevation = (cand.elevation + s[:, 1]).clamp(-math.pi / 2, math.pi / 2)
+            cand.elevation = cand.elevation + s[:, 1]
             cand.theta = cand.theta + s[:, 2]
             cand.distance = cand.distance * s[:, 3].exp()
             constrain(cand, cfg)
-            scores = _score(rc, cand, cfg.score_chunk).view(n, len(moves))
-            low, which = scores.min(1)
-            better = low < loss
+            low, which = _score(rc, cand, cfg.score_chunk).view(len(active), m).min(1)
+            better = low < loss[active]
             if not bool(better.any()):
                 break
-            pick = (torch.arange(n, device=dev) * len(moves) + which)[better]
+            moved = active[better]
+            pick = (torch.arange(len(active), device=dev) * m + which)[better]
             for dst, src in zip(hyp.fields(), cand.fields()):
-                dst[better] = src[pick]
-            loss = torch.where(better, low, loss)
+                dst[moved] = src[pick]
+            loss[moved] = low[better]
+            active = moved
         delta /= 2
     return loss
