@@ -4,8 +4,12 @@ Real-scale geometry and textures: a 2562-vertex deformable mesh with K CAD laten
 texture (q=256, d=128 by default), the 144-pose grid × (K + 1) latents scored in chunks, then Adam for
 ``--steps`` steps (early stopping off, so the figure is the worst case). Features are a random unit
 feature map at the crop's stride-8 resolution. Weights are random: the timing does not depend on them.
+``--polish-levels N`` also times the same solve with the compass search after Adam
+(``infer.polish_levels=N``) against it without, in the same process, and prints the ratio; on random
+features few moves improve, so this is the search's least cost (one round of 8 moves per level).
 
-    python -m tests.benchmarks.bm_infer [--crop 256] [--steps 300] [--device cpu|cuda] [--json out.json]
+    python -m tests.benchmarks.bm_infer [--crop 256] [--steps 300] [--topk 1] [--polish-levels 3]
+                                        [--device cpu|cuda] [--json out.json]
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ def main(argv=None):
     p.add_argument("--bins", type=int, default=7)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--topk", type=int, default=1)
+    p.add_argument("--polish-levels", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.threads:
@@ -46,7 +52,7 @@ def main(argv=None):
     bank = F.normalize(torch.randn(256, args.d, generator=g), dim=-1).to(dev)
     h = w = args.crop // 8
     feats = F.normalize(torch.randn(1, args.d, h, w, generator=g), dim=1).to(dev)
-    cfg = InferConfig(steps=args.steps, early_stop_patience=10**9, init_distance=5.0)
+    cfg = InferConfig(steps=args.steps, early_stop_patience=10**9, init_distance=5.0, topk=args.topk)
     rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (args.crop / 2, args.crop / 2))
     solve(rc, InferConfig(steps=2, early_stop_patience=10**9, init_distance=5.0), g)  # warm-up
     if dev.type == "cuda":
@@ -66,6 +72,17 @@ def main(argv=None):
     print(f"  init: {hyps} hypotheses scored in {out['init_s']:.2f} s")
     print(f"  optimise: {out['steps']} steps in {out['optimise_s']:.2f} s ({out['ms_per_step']:.1f} ms/step)")
     print(f"  total per image: {total:.2f} s   (paper: 12 s per image on a GPU → {12 / total:.1f}× that)")
+    if args.polish_levels > 0:
+        polished = InferConfig(steps=args.steps, early_stop_patience=10**9, init_distance=5.0, topk=args.topk,
+                               polish_levels=args.polish_levels)
+        t0 = time.perf_counter()
+        solve(rc, polished, torch.Generator().manual_seed(1))
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        out["total_polished_s"] = time.perf_counter() - t0
+        out["polish_ratio"] = out["total_polished_s"] / total
+        print(f"  with the compass search ({args.polish_levels} levels, {args.topk} starts): "
+              f"{out['total_polished_s']:.2f} s = {out['polish_ratio']:.2f}× without")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
