@@ -433,8 +433,10 @@ def polish(rc: RenderCompare, hyp: Hypotheses, loss: torch.Tensor, cfg: InferCon
     factor exp(±δ/2)) of every hypothesis and keeps each hypothesis's best move when it lowers its
     loss; δ starts at ``cfg.polish_step_deg`` and halves ``cfg.polish_levels`` - 1 times, with at
     most ``cfg.polish_iterations`` rounds per δ (after the first, only the hypotheses that moved are
-    rescored: the others' moves are known not to improve). Args: hyp (N,) hypotheses scored by ``rc``, loss
-    (N,) their losses. Returns the new losses (never higher)."""
+    rescored: the others' moves are known not to improve).
+
+    Args: hyp (N,) hypotheses scored by ``rc``; loss (N,) their losses.
+    Returns the new losses (N,), never higher."""
     n = len(hyp)
     dev = hyp.azimuth.device
     loss = loss.clone()
