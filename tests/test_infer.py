@@ -10,7 +10,7 @@ import trimesh
 
 from ntdm_cli.artifacts import read_artifact
 from ntdm_cli.errors import NtdmUsageError
-from ntdm_cli.infer.solver import InferConfig, RenderCompare, solve
+from ntdm_cli.infer.solver import Hypotheses, InferConfig, RenderCompare, project_simplex, refine, solve
 from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.io import load_model
 from ntdm_cli.model.surface import rasterize_surface, render_features
@@ -29,8 +29,6 @@ def _rotation_error(a, b):
 def _noiseless_scene(tiny_pipeline, stride: int, truth: dict, cfg: InferConfig):
     """A random texture on the tiny car deformer rendered at ``truth`` (its second CAD's latent) over a
     constant background: the features (1, 16, h, w) of a 128-pixel crop, the deformer and texture."""
-    from ntdm_cli.infer.solver import Hypotheses
-
     model = load_model(tiny_pipeline.model)
     deformer = model.deformers["car"].requires_grad_(False)
     g = torch.Generator().manual_seed(0)
@@ -74,8 +72,6 @@ def test_polish_moves_the_silhouette_where_adam_cannot(tiny_pipeline):
     """Compass search (infer.polish_levels) from a start 20° off in azimuth, 12° in elevation and 12 %
     too far: with no Adam step at all it comes back within 5° and 3 % of the truth, its losses never
     rise (to a tenth of the start's), and with polish_levels=0 the start is returned unchanged."""
-    from ntdm_cli.infer.solver import refine
-
     truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
                  distance=torch.tensor([5.0]))
     cfg = InferConfig(steps=0, init_distance=5.0, polish_levels=4, polish_step_deg=15.0)
@@ -280,7 +276,6 @@ def test_pooled_scorer_matches_a_coarser_backbone():
     """RenderCompare.pooled(2) renders at twice the stride on 2×-pooled features: a silhouette of the
     same size in crop pixels, a quarter of the cells; losses stay in [0, 2]."""
     from ntdm_cli.geometry.template import make_template
-    from ntdm_cli.infer.solver import Hypotheses
     from ntdm_cli.geometry.deformer import Deformer
 
     torch.manual_seed(0)
@@ -312,8 +307,6 @@ def test_losses_on_covered_pixels_equal_the_full_map_formula(tiny_pipeline, no_b
     """RenderCompare.losses (only covered pixels rendered and compared) equals eq. 10 on full maps:
     score = max(f·rendered, bg) on the silhouette and bg elsewhere (f·rendered without a background
     model), loss = 1 − mean score; the same maps and the same gradients w.r.t. every pose parameter."""
-    from ntdm_cli.infer.solver import Hypotheses
-
     model = load_model(tiny_pipeline.model)
     deformer = model.deformers["car"].requires_grad_(False)
     g = torch.Generator().manual_seed(0)
@@ -358,8 +351,6 @@ def test_losses_on_covered_pixels_equal_the_full_map_formula(tiny_pipeline, no_b
 def test_project_simplex_is_the_euclidean_projection():
     """Each row lands on the simplex and satisfies the projection's optimality conditions: p = max(z − τ, 0)
     for one τ per row (z − p = τ where p > 0, z ≤ τ where p = 0); points already on it stay put."""
-    from ntdm_cli.infer.solver import project_simplex
-
     z = torch.randn(64, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2
     p = project_simplex(z)
     assert torch.allclose(p.sum(1), torch.ones(64, dtype=torch.float64)) and bool((p >= 0).all())
@@ -371,14 +362,12 @@ def test_project_simplex_is_the_euclidean_projection():
     assert torch.allclose(project_simplex(p), p)
 
 
-def test_refine_keeps_shape_and_distance_plausible(tiny_pipeline):
+def test_refine_keeps_the_shape_plausible(tiny_pipeline):
     """With infer.scale_bound and latent_simplex the optimised hypotheses stay inside the plausible set
     after Adam (whose steps of lr = 0.05 leave a bound of 0.02 at once) and the compass search,
     started 20° off."""
     truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
                  distance=torch.tensor([5.0]))
-    from ntdm_cli.infer.solver import refine
-
     cfg = InferConfig(steps=15, init_distance=5.0, scale_bound=0.02, latent_simplex=True,
                       polish_levels=2, early_stop_patience=10**6)
     rc, hyp = _noiseless_scene(tiny_pipeline, STRIDE, truth, cfg)

@@ -383,8 +383,7 @@ def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferCo
             loss.sum().backward()
             opt.step()
             sched.step()
-            with torch.no_grad():
-                constrain(hyp, cfg)
+            constrain(hyp, cfg)  # in place, without gradient
             cur = float(best_loss.view(B, k).amin(1).mean())  # mean over images of their best loss
             history.append(cur)
             if cur < best_seen - cfg.early_stop_tol:

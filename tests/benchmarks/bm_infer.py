@@ -15,6 +15,7 @@ features few moves improve, so this is the search's least cost (one round of 8 m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -73,8 +74,7 @@ def main(argv=None):
     print(f"  optimise: {out['steps']} steps in {out['optimise_s']:.2f} s ({out['ms_per_step']:.1f} ms/step)")
     print(f"  total per image: {total:.2f} s   (paper: 12 s per image on a GPU → {12 / total:.1f}× that)")
     if args.polish_levels > 0:
-        polished = InferConfig(steps=args.steps, early_stop_patience=10**9, init_distance=5.0, topk=args.topk,
-                               polish_levels=args.polish_levels)
+        polished = dataclasses.replace(cfg, polish_levels=args.polish_levels)
         t0 = time.perf_counter()
         solve(rc, polished, torch.Generator().manual_seed(1))
         if dev.type == "cuda":
