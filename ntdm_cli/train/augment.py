@@ -108,3 +108,20 @@ def paste_occluders(images: torch.Tensor, masks: torch.Tensor, prob: float, max_
         occ[i] = shape
         occ_bg[i] = shape & ~torch.roll(donor_mask, shift, (0, 1))
     return out, occ, occ_bg
+
+
+def occluder_cells(occluder: torch.Tensor, occluder_background: torch.Tensor, feature_hw: tuple[int, int],
+                   upsample: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a training step does with pasted occluders, at its own resolutions.
+
+    Args:
+        occluder, occluder_background: (B, H, W) bool, as returned by :func:`paste_occluders`.
+        feature_hw: (h, w) of the feature map; upsample: the surface-observation grid's factor over it.
+    Returns:
+        hidden (B, h·upsample, w·upsample) bool: observation cells more than half covered (no texel is
+        observed there), and background (B, h, w) bool: feature cells at least 3/4 covered by an
+        occluder that shows background (they may enter the background bank)."""
+    h, w = feature_hw
+    hidden = F.adaptive_avg_pool2d(occluder.float().unsqueeze(1), (h * upsample, w * upsample))[:, 0] > 0.5
+    background = F.adaptive_avg_pool2d(occluder_background.float().unsqueeze(1), (h, w))[:, 0] >= 0.75
+    return hidden, background

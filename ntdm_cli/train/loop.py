@@ -71,7 +71,8 @@ def _run_epoch(trainer: Trainer, dataset: TrainingSet, train_rows: list[int], ep
     batches = batches + batches[: (-len(batches)) % world]  # equal shares keep DDP in step
     batches = batches[rank::world]
     if cache is not None:
-        loader = (cache.batch(rows) for rows in batches)
+        shown = seeded(cfg.seed, 4, epoch, rank)  # which images show their occluded variant this epoch
+        loader = (cache.batch(rows, shown) for rows in batches)
     else:
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
                                              collate_fn=collate, persistent_workers=False)
@@ -137,9 +138,10 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, seeded(cfg.seed, 0))) / world)
     cache = None
-    if frozen and start_epoch < cfg.epochs:  # with occluders the images are kept to paste them on
+    if frozen and start_epoch < cfg.epochs:  # with occluders, one occluded variant per image is cached too
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
-                          keep_images=cfg.occlude > 0)
+                          occlude=cfg.occlude, occlude_max=cfg.occlude_max, upsample=cfg.observe_upsample,
+                          seed=cfg.seed)
     curves = trainer.curves
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")

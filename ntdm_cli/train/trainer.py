@@ -26,7 +26,7 @@ from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.model.surface import rasterize_surface
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
 from ntdm_cli.render import Viewpoint
-from ntdm_cli.train.augment import paste_occluders
+from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.checkpoint import CURVES
 from ntdm_cli.train.distributed import all_gather_rows
 from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
@@ -135,21 +135,28 @@ class Trainer:
 
         Args:
             batch: train.data.collate's keys: image (B, 3, H, W) or body, category (B,), cad (B,),
-                viewpoint (B, 8) in VP_KEYS order, mask (B, H, W) bool, instance_scale (B, 3).
+                viewpoint (B, 8) in VP_KEYS order, mask (B, H, W) bool, instance_scale (B, 3); with body,
+                optionally hidden (B, h·up, w·up) and occluder_background (B, h, w) bool, the cells of the
+                occluders pasted before the body ran (train.cache.BodyCache.batch).
             generator: every random draw of the step (occluders, sampled texels, bank features).
         Returns the loss parts (floats) and the number of images given and used."""
         cfg, device = self.cfg, self.device
         cats = batch["category"].tolist()
-        occluder = occluder_bg = None
-        if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
-            images, occluder, occluder_bg = paste_occluders(batch["image"].to(device), batch["mask"].to(device),
-                                                            cfg.occlude, cfg.occlude_max, generator)
-            if "body" in batch and not bool(occluder.any()):
-                occluder = occluder_bg = None
-        if "body" in batch and occluder is None:  # the cached body maps of unchanged images
+        up = cfg.observe_upsample
+        hidden = occluder_bg = None  # (B, h·up, w·up) cells hidden by occluders, (B, h, w) occluder background
+        if "body" in batch:  # cached body maps, some of them of images with occluders pasted (train.cache)
             feats = self.ddp(tuple(m.to(device) for m in batch["body"]))  # (B, d, h, w)
+            if "hidden" in batch:
+                hidden, occluder_bg = batch["hidden"].to(device), batch["occluder_background"].to(device)
         else:
-            feats = self.ddp(images if cfg.occlude > 0 else batch["image"].to(device))  # (B, d, h, w)
+            images = batch["image"].to(device)
+            occluder = None
+            if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
+                images, occluder, occluder_bg_px = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
+                                                                   cfg.occlude_max, generator)
+            feats = self.ddp(images)  # (B, d, h, w)
+            if occluder is not None:
+                hidden, occluder_bg = occluder_cells(occluder, occluder_bg_px, feats.shape[-2:], up)
         h, w = feats.shape[-2:]
         verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
         verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
@@ -158,15 +165,14 @@ class Trainer:
         # bilinearly upsampled): image_to_surface only carries texels of feature-map quads whose four
         # corners are on the object, so at stride 8 thin parts (wings, legs) and the silhouette's border
         # would hardly ever be observed.
-        up = cfg.observe_upsample
         t = self.template
         with torch.no_grad():
             surf = rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, vp, (h * up, w * up),
                                      float(feature_stride(self.backbone)) / up, cfg.num_bins, cfg.bin_temperature)
         fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
         seen = surf.mask
-        if occluder is not None:  # no texel is observed through an occluder
-            seen = seen & ~(F.adaptive_avg_pool2d(occluder.float().unsqueeze(1), (h * up, w * up))[:, 0] > 0.5)
+        if hidden is not None:  # no texel is observed through an occluder
+            seen = seen & ~hidden
         obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
         on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask  # (B, h, w)
         parts = [image_loss(obs, i, c, self.textures, self.bank, self.omega, cfg, generator)
@@ -183,7 +189,7 @@ class Trainer:
         annotated = F.adaptive_max_pool2d(batch["mask"].float().unsqueeze(1).to(device), (h, w))[:, 0] > 0
         not_bg = on_object | annotated
         if occluder_bg is not None:  # feature cells mostly covered by an occluder showing background are background
-            not_bg = not_bg & ~(F.adaptive_avg_pool2d(occluder_bg.float().unsqueeze(1), (h, w))[:, 0] >= 0.75)
+            not_bg = not_bg & ~occluder_bg
         bg = background_features(feats.detach(), not_bg, cfg.bank_per_image, generator)
         if self.distributed:
             bg = torch.cat(all_gather_rows(bg.float()))
