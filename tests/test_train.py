@@ -165,9 +165,9 @@ def test_pretrained_effnet_trains_with_a_cached_frozen_body(tiny_pipeline, tmp_p
     assert f.shape == (1, 16, 8, 8)
 
 
-def test_pretrained_effnet_with_occluders_uses_the_cached_images(tiny_pipeline, tmp_path):
-    """train.occlude with a frozen, cached body: the cache keeps the images, occluded batches run the
-    body on the pasted images, and training proceeds (finite losses, textures observed)."""
+def test_pretrained_effnet_with_occluders_uses_the_cached_variants(tiny_pipeline, tmp_path):
+    """train.occlude with a frozen, cached body: the cache holds an occluded variant per image, the
+    steps take body maps from it, and training proceeds (finite losses, textures observed)."""
     out = tmp_path / "effnet-occ.h5"
     run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
             "-o", str(out), "--epochs", "2", *TINY_TRAIN, "--set", "train.backbone=effnet-lite0",
@@ -176,6 +176,52 @@ def test_pretrained_effnet_with_occluders_uses_the_cached_images(tiny_pipeline, 
     assert len(loss) == 2 and np.isfinite(loss).all()
     model = load_model(out)
     assert all(model.textures[c].counts.sum() > 0 for c in model.categories)
+
+
+def test_body_cache_keeps_one_occluded_variant_per_image(tiny_pipeline):
+    """BodyCache with occlude > 0: each image gets one variant, the body's maps of the pasted image
+    (float16) with its occluder's cells; a batch shows the variant with probability occlude, and the
+    train step leaves the hidden cells out of the surface observation."""
+    from ntdm_cli.model.backbone import make_backbone
+    from ntdm_cli.train.augment import occluder_cells, paste_occluders
+    from ntdm_cli.train.cache import BodyCache
+    from ntdm_cli.train.data import TrainingSet
+
+    backbone = make_backbone("effnet-lite0", 8)
+    backbone.load_pretrained()
+    backbone.freeze(-1)
+    dataset = TrainingSet(tiny_pipeline.data, sorted(p.stem for p in tiny_pipeline.deformers.glob("*.h5")), "train")
+    rows = list(range(len(dataset)))
+    plain = BodyCache(backbone, dataset, rows, 4, "cpu")
+    cache = BodyCache(backbone, dataset, rows, 4, "cpu", occlude=1.0, occlude_max=0.7, upsample=2)
+    assert not plain.occluded and len(cache.occluded) >= len(rows) // 2
+    i = next(iter(cache.occluded))
+    o8, o16, hidden, background = cache.occluded[i]
+    assert o8.dtype == torch.float16 and o8.shape == cache.maps[i][0].shape and o16.shape == cache.maps[i][1].shape
+    assert hidden.shape == (2 * o8.shape[-2], 2 * o8.shape[-1]) and background.shape == o8.shape[-2:]
+    assert hidden.any()
+    assert not torch.allclose(o8.float(), cache.maps[i][0], atol=1e-2)  # the pasted image went through the body
+    # the variant is the body of the image with the occluder the cache drew: redo it from the same batch
+    batches = dataset.batches(rows, 4, torch.Generator().manual_seed(0))
+    first = batches[0]
+    images = torch.stack([dataset[j]["image"] for j in first])
+    masks = torch.stack([dataset[j]["mask"] for j in first])
+    pasted, occ, occ_bg = paste_occluders(images, masks, 1.0, 0.7, torch.Generator().manual_seed(1))
+    k = int(occ.flatten(1).any(1).nonzero()[0])
+    with torch.no_grad():
+        s8, _ = backbone.prefix(pasted[k:k + 1])
+    ref_hidden, ref_bg = occluder_cells(occ[k:k + 1], occ_bg[k:k + 1], s8.shape[-2:], 2)
+    assert torch.allclose(cache.occluded[first[k]][0].float(), s8[0], atol=1e-2, rtol=1e-2)
+    assert torch.equal(cache.occluded[first[k]][2], ref_hidden[0]) and torch.equal(cache.occluded[first[k]][3], ref_bg[0])
+    # probability 1: every variant shown; probability 0 (the plain cache): never, and no occluder keys
+    batch = cache.batch(first, torch.Generator().manual_seed(5))
+    assert torch.equal(batch["body"][0][k], cache.occluded[first[k]][0].float())
+    assert torch.equal(batch["hidden"][k], cache.occluded[first[k]][2])
+    plain_batch = plain.batch(first, torch.Generator().manual_seed(5))
+    assert "hidden" not in plain_batch and torch.equal(plain_batch["body"][0][k], plain.maps[first[k]][0])
+    cache.occlude = 0.5
+    shown = sum("hidden" in cache.batch([i], torch.Generator().manual_seed(s)) for s in range(40))
+    assert 8 <= shown <= 32  # about half of the epochs
 
 
 def test_resume_past_the_requested_epochs_is_refused(tiny_pipeline, tmp_path):
