@@ -120,6 +120,9 @@ def test_occluder_augmentation_trains(tiny_pipeline, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["train-textures", *common, "-o", str(tmp_path / "bad.h5"), "--set", "train.occlude=1.5"])
     assert e.value.code == 2 and not (tmp_path / "bad.h5").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["train-textures", *common, "-o", str(tmp_path / "bad.h5"), "--set", "train.occluder_variants=-1"])
+    assert e.value.code == 2 and not (tmp_path / "bad.h5").exists()
 
 
 def test_precision_options_train_alike(tiny_pipeline, tmp_path):
@@ -165,23 +168,25 @@ def test_pretrained_effnet_trains_with_a_cached_frozen_body(tiny_pipeline, tmp_p
     assert f.shape == (1, 16, 8, 8)
 
 
-def test_pretrained_effnet_with_occluders_uses_the_cached_variants(tiny_pipeline, tmp_path):
-    """train.occlude with a frozen, cached body: the cache holds an occluded variant per image, the
-    steps take body maps from it, and training proceeds (finite losses, textures observed)."""
+@pytest.mark.parametrize("variants", [0, 1])
+def test_pretrained_effnet_with_occluders_and_a_cached_body(tiny_pipeline, tmp_path, variants):
+    """train.occlude with a frozen, cached body, occluders pasted at each step (variants 0: the
+    cache keeps the images and occluded batches run the body) or cached once (variants 1): training
+    proceeds (finite losses, textures observed)."""
     out = tmp_path / "effnet-occ.h5"
     run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
             "-o", str(out), "--epochs", "2", *TINY_TRAIN, "--set", "train.backbone=effnet-lite0",
-            "--set", "train.class_calib_images=0", "--set", "train.occlude=0.5")
+            "--set", "train.class_calib_images=0", "--set", "train.occlude=0.5",
+            "--set", f"train.occluder_variants={variants}")
     loss = read_artifact(out, "model")["curves/loss"]
     assert len(loss) == 2 and np.isfinite(loss).all()
     model = load_model(out)
     assert all(model.textures[c].counts.sum() > 0 for c in model.categories)
 
 
-def test_body_cache_keeps_one_occluded_variant_per_image(tiny_pipeline):
-    """BodyCache with occlude > 0: each image gets one variant, the body's maps of the pasted image
-    (float16) with its occluder's cells; a batch shows the variant with probability occlude, and the
-    train step leaves the hidden cells out of the surface observation."""
+def test_body_cache_keeps_occluded_variants(tiny_pipeline):
+    """BodyCache with occlude > 0 and K variants: each image gets K, the body's maps of the pasted
+    image (float16) with its occluder's cells; a batch shows one with probability occlude."""
     from ntdm_cli.model.backbone import make_backbone
     from ntdm_cli.train.augment import occluder_cells, paste_occluders
     from ntdm_cli.train.cache import BodyCache
@@ -193,10 +198,13 @@ def test_body_cache_keeps_one_occluded_variant_per_image(tiny_pipeline):
     dataset = TrainingSet(tiny_pipeline.data, sorted(p.stem for p in tiny_pipeline.deformers.glob("*.h5")), "train")
     rows = list(range(len(dataset)))
     plain = BodyCache(backbone, dataset, rows, 4, "cpu")
-    cache = BodyCache(backbone, dataset, rows, 4, "cpu", occlude=1.0, occlude_max=0.7, upsample=2)
-    assert not plain.occluded and len(cache.occluded) >= len(rows) // 2
+    live = BodyCache(backbone, dataset, rows, 4, "cpu", occlude=1.0, variants=0)
+    cache = BodyCache(backbone, dataset, rows, 4, "cpu", occlude=1.0, variants=1, occlude_max=0.7, upsample=2)
+    assert not plain.occluded and not plain.images and not live.occluded and len(live.images) == len(rows)
+    assert len(cache.occluded) >= len(rows) // 2 and not cache.images
+    assert all(len(v) == 1 for v in cache.occluded.values())
     i = next(iter(cache.occluded))
-    o8, o16, hidden, background = cache.occluded[i]
+    o8, o16, hidden, background = cache.occluded[i][0]
     assert o8.dtype == torch.float16 and o8.shape == cache.maps[i][0].shape and o16.shape == cache.maps[i][1].shape
     assert hidden.shape == (2 * o8.shape[-2], 2 * o8.shape[-1]) and background.shape == o8.shape[-2:]
     assert hidden.any()
@@ -211,17 +219,23 @@ def test_body_cache_keeps_one_occluded_variant_per_image(tiny_pipeline):
     with torch.no_grad():
         s8, _ = backbone.prefix(pasted[k:k + 1])
     ref_hidden, ref_bg = occluder_cells(occ[k:k + 1], occ_bg[k:k + 1], s8.shape[-2:], 2)
-    assert torch.allclose(cache.occluded[first[k]][0].float(), s8[0], atol=1e-2, rtol=1e-2)
-    assert torch.equal(cache.occluded[first[k]][2], ref_hidden[0]) and torch.equal(cache.occluded[first[k]][3], ref_bg[0])
+    variant = cache.occluded[first[k]][0]
+    assert torch.allclose(variant[0].float(), s8[0], atol=1e-2, rtol=1e-2)
+    assert torch.equal(variant[2], ref_hidden[0]) and torch.equal(variant[3], ref_bg[0])
     # probability 1: every variant shown; probability 0 (the plain cache): never, and no occluder keys
     batch = cache.batch(first, torch.Generator().manual_seed(5))
-    assert torch.equal(batch["body"][0][k], cache.occluded[first[k]][0].float())
-    assert torch.equal(batch["hidden"][k], cache.occluded[first[k]][2])
+    assert torch.equal(batch["body"][0][k], variant[0].float()) and torch.equal(batch["hidden"][k], variant[2])
+    assert "image" not in batch and "image" in live.batch(first)  # without variants the step pastes its own
     plain_batch = plain.batch(first, torch.Generator().manual_seed(5))
     assert "hidden" not in plain_batch and torch.equal(plain_batch["body"][0][k], plain.maps[first[k]][0])
     cache.occlude = 0.5
     shown = sum("hidden" in cache.batch([i], torch.Generator().manual_seed(s)) for s in range(40))
     assert 8 <= shown <= 32  # about half of the epochs
+    two = BodyCache(backbone, dataset, rows, 4, "cpu", occlude=1.0, variants=2, upsample=2)
+    a, b = two.occluded[i]
+    assert not torch.equal(a[2], b[2])  # two different occluders
+    picks = {int(two.batch([i], torch.Generator().manual_seed(s))["hidden"][0].sum()) for s in range(20)}
+    assert picks == {int(a[2].sum()), int(b[2].sum())}  # both are shown
 
 
 def test_resume_past_the_requested_epochs_is_refused(tiny_pipeline, tmp_path):

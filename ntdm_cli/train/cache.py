@@ -5,12 +5,16 @@ each epoch (and re-reading and re-warping the image) is wasted work: the cache h
 index, the body maps and the item's annotations, and batches are assembled from memory. Memory: about
 (c8 + c16 / 4) · (H/8) · (W/8) · 4 bytes per image (70 kB for a 128² crop of EfficientNet-Lite0).
 
-With occluders (``train.occlude = p``) each image also gets one occluded variant, drawn once: occluders
-pasted as :func:`ntdm_cli.train.augment.paste_occluders` does, the body run on the pasted image, its
-maps kept in float16 (half the bytes above again) with the occluder's cells. Each epoch shows an image's
-variant with probability p, so an occluded step costs no body pass: the epoch costs what an
-unoccluded one does, and the body runs twice per image in the whole run instead of once per occluded
-image and epoch. The price is one occluder per image instead of a new one every epoch.
+Occluders (``train.occlude = p``) change the image, so the body must see them. Two ways:
+
+* ``train.occluder_variants = 0``: the cache keeps the images (uint8) and a step pastes new occluders
+  and runs the body on its batch whenever one was pasted: a new occluder every time, at a body pass
+  per occluded step.
+* ``train.occluder_variants = K``: each image gets K occluded variants, drawn once (occluders pasted as
+  :func:`ntdm_cli.train.augment.paste_occluders` does), the body run on them here and their maps kept in
+  float16 (K/2 times the bytes above again) with the occluder's cells. An epoch shows an image as one
+  of its variants with probability p, so it costs what an unoccluded epoch does; the whole run costs K
+  extra body passes per image, and sees K occluders per image instead of a new one every step.
 """
 
 from __future__ import annotations
@@ -26,17 +30,21 @@ class BodyCache:
     """``maps[i]`` = (stride-8 (c8, h, w), stride-16 (c16, h/2, w/2)) float32 and ``items[i]`` = the
     training item of index i without its image (see train.data.TrainingSet.load).
 
-    With ``occlude`` > 0, ``occluded[i]`` = the maps of image i with occluders pasted (float16) and the
-    occluder's cells (hidden (h·upsample, w·upsample) bool, background (h, w) bool; see
-    :func:`ntdm_cli.train.augment.occluder_cells`), for the images that got an occluder (an image
-    with an empty or full mask, or alone in its batch, gets none)."""
+    With ``occlude`` > 0 and ``variants`` = 0, ``images[i]`` = the preprocessed image as uint8
+    (3, H, W). With ``variants`` = K > 0, ``occluded[i]`` = up to K tuples (maps of image i with
+    occluders pasted, float16; the occluder's cells: hidden (h·upsample, w·upsample) bool and
+    background (h, w) bool, see :func:`ntdm_cli.train.augment.occluder_cells`); an image with an empty
+    or full mask, or alone in its batch, gets none."""
 
     def __init__(self, backbone, dataset, indices: list[int], batch_size: int, device, workers: int = 0,
-                 occlude: float = 0.0, occlude_max: float = 0.7, upsample: int = 1, seed: int = 0):
+                 occlude: float = 0.0, variants: int = 0, occlude_max: float = 0.7, upsample: int = 1,
+                 seed: int = 0):
         self.maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.items: dict[int, dict] = {}
-        self.occluded: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self.images: dict[int, torch.Tensor] = {}
+        self.occluded: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         self.occlude = float(occlude)
+        keep_images = occlude > 0 and variants == 0
         gen = torch.Generator().manual_seed(seed)  # batches of one category: the donors of the occluders
         batches = dataset.batches(list(indices), batch_size, gen)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
@@ -44,7 +52,7 @@ class BodyCache:
         paste_gen = torch.Generator().manual_seed(seed + 1)
         was_training = backbone.training
         backbone.eval()
-        info = "frozen ImageNet body, once" + (" (and once per occluded variant)" if occlude > 0 else "")
+        info = f"frozen body and {variants} occluded" if occlude > 0 and variants else "frozen ImageNet body, once"
         with progress() as prog, torch.no_grad():
             task = prog.add_task("body features", total=len(batches), info=info)
             for rows, items in zip(batches, loader):
@@ -53,9 +61,12 @@ class BodyCache:
                 for k, i in enumerate(rows):
                     self.maps[i] = (s8[k].clone(), s16[k].clone())
                     self.items[i] = {key: v for key, v in items[k].items() if key != "image"}
+                    if keep_images:  # exact: the loader's floats are uint8 / 255
+                        self.images[i] = (items[k]["image"] * 255).round().to(torch.uint8)
                 if occlude > 0:
                     masks = torch.stack([it["mask"] for it in items]).to(device)
-                    self._add_occluded(backbone, rows, images, masks, occlude_max, upsample, paste_gen)
+                    for _ in range(variants):
+                        self._add_occluded(backbone, rows, images, masks, occlude_max, upsample, paste_gen)
                 prog.update(task, advance=1)
         backbone.train(was_training)
 
@@ -69,15 +80,17 @@ class BodyCache:
         s8, s16 = backbone.prefix(pasted[got])
         hidden, background = occluder_cells(occluder[got], occluder_bg[got], s8.shape[-2:], upsample)
         for k, j in enumerate(got.tolist()):
-            self.occluded[rows[j]] = (s8[k].half(), s16[k].half(), hidden[k].clone(), background[k].clone())
+            self.occluded.setdefault(rows[j], []).append((s8[k].half(), s16[k].half(), hidden[k].clone(),
+                                                          background[k].clone()))
 
     def batch(self, rows: list[int], generator: torch.Generator | None = None) -> dict:
         """The collated batch of training indices ``rows`` (one category): train.data.collate's keys
-        without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)).
+        without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)), and ``image`` when
+        the images are kept.
 
-        With occluded variants, each image's variant replaces it with probability ``occlude`` (drawn
-        from ``generator``), and ``hidden`` (B, h·up, w·up) / ``occluder_background`` (B, h, w) bool
-        say which cells its occluder covers (all False for the images shown as they are)."""
+        With occluded variants, each image is shown as one of its variants with probability
+        ``occlude`` (drawn from ``generator``), and ``hidden`` (B, h·up, w·up) / ``occluder_background``
+        (B, h, w) bool say which cells its occluder covers (all False for the images shown as they are)."""
         s8 = [self.maps[i][0] for i in rows]
         s16 = [self.maps[i][1] for i in rows]
         out = collate([self.items[i] for i in rows])
@@ -85,12 +98,16 @@ class BodyCache:
             draws = torch.rand(len(rows), generator=generator).tolist()
             shown = [k for k, i in enumerate(rows) if i in self.occluded and draws[k] < self.occlude]
             if shown:
-                hidden_like, bg_like = self.occluded[rows[shown[0]]][2:]  # one crop size per batch
+                hidden_like, bg_like = self.occluded[rows[shown[0]]][0][2:]  # one crop size per batch
                 hidden = torch.zeros((len(rows), *hidden_like.shape), dtype=torch.bool, device=hidden_like.device)
                 background = torch.zeros((len(rows), *bg_like.shape), dtype=torch.bool, device=bg_like.device)
                 for k in shown:
-                    o8, o16, hidden[k], background[k] = self.occluded[rows[k]]
+                    variants = self.occluded[rows[k]]
+                    pick = int(torch.randint(len(variants), (), generator=generator)) if len(variants) > 1 else 0
+                    o8, o16, hidden[k], background[k] = variants[pick]
                     s8[k], s16[k] = o8.float(), o16.float()
                 out["hidden"], out["occluder_background"] = hidden, background
         out["body"] = (torch.stack(s8), torch.stack(s16))
+        if self.images:
+            out["image"] = torch.stack([self.images[i] for i in rows]).float() / 255.0
         return out

