@@ -7,6 +7,8 @@ feature map at the crop's stride-8 resolution. Weights are random: the timing do
 ``--polish-levels N`` also times the same solve with the compass search after Adam
 (``infer.polish_levels=N``) against it without, in the same process, and prints the ratio; on random
 features few moves improve, so this is the search's least cost (one round of 8 moves per level).
+Each timed solve's peak memory is its growth over the memory in use when it starts (CPU: the
+process's peak resident set, VmHWM, reset through /proc/self/clear_refs; CUDA: max_memory_allocated).
 
     python -m tests.benchmarks.bm_infer [--crop 256] [--steps 300] [--topk 1] [--polish-levels 3]
                                         [--device cpu|cuda] [--json out.json]
@@ -26,6 +28,33 @@ from ntdm_cli.geometry.deformer import Deformer
 from ntdm_cli.geometry.template import make_template
 from ntdm_cli.infer.solver import InferConfig, RenderCompare, solve
 from ntdm_cli.model.texture import NeuralTexture
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_extra_mib(fn, dev: torch.device):
+    """(fn's result, its peak memory in MiB above what was in use when it started)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = fn()
+        torch.cuda.synchronize()
+        return out, (torch.cuda.max_memory_allocated() - base) / 2**20
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current resident set
+    except OSError:
+        return fn(), float("nan")
+    base = _rss_kib("VmRSS")
+    out = fn()
+    return out, (_rss_kib("VmHWM") - base) / 1024
 
 
 def main(argv=None):
@@ -59,30 +88,28 @@ def main(argv=None):
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res = solve(rc, cfg, torch.Generator().manual_seed(1))
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    res, peak = peak_extra_mib(lambda: solve(rc, cfg, torch.Generator().manual_seed(1)), dev)
     total = time.perf_counter() - t0
     hyps = 144 * (args.latents + 1)
     out = {"device": str(dev), "threads": torch.get_num_threads(), "crop": args.crop, "feature_map": [h, w],
            "hypotheses": hyps, "steps": len(res.history), "init_s": res.timing["init"],
            "optimise_s": res.timing["optimise"], "total_s": total,
-           "ms_per_step": 1000 * res.timing["optimise"] / max(len(res.history), 1)}
+           "ms_per_step": 1000 * res.timing["optimise"] / max(len(res.history), 1), "peak_extra_mib": peak}
     print(f"infer, one category on {dev} ({out['threads']} threads): crop {args.crop}² → features {h}×{w}, "
           f"mesh {deformer.template.verts.shape[0]} verts, texture {args.bins}×{args.q}²×{args.d}")
     print(f"  init: {hyps} hypotheses scored in {out['init_s']:.2f} s")
     print(f"  optimise: {out['steps']} steps in {out['optimise_s']:.2f} s ({out['ms_per_step']:.1f} ms/step)")
-    print(f"  total per image: {total:.2f} s   (paper: 12 s per image on a GPU → {12 / total:.1f}× that)")
+    print(f"  total per image: {total:.2f} s   (paper: 12 s per image on a GPU → {12 / total:.1f}× that), "
+          f"peak memory +{peak:.0f} MiB")
     if args.polish_levels > 0:
         polished = dataclasses.replace(cfg, polish_levels=args.polish_levels)
         t0 = time.perf_counter()
-        solve(rc, polished, torch.Generator().manual_seed(1))
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        _, out["peak_extra_polished_mib"] = peak_extra_mib(lambda: solve(rc, polished, torch.Generator().manual_seed(1)), dev)
         out["total_polished_s"] = time.perf_counter() - t0
         out["polish_ratio"] = out["total_polished_s"] / total
         print(f"  with the compass search ({args.polish_levels} levels, {args.topk} starts): "
-              f"{out['total_polished_s']:.2f} s = {out['polish_ratio']:.2f}× without")
+              f"{out['total_polished_s']:.2f} s = {out['polish_ratio']:.2f}× without, "
+              f"peak memory +{out['peak_extra_polished_mib']:.0f} MiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
