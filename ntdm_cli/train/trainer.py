@@ -146,9 +146,10 @@ class Trainer:
         up = cfg.observe_upsample
         hidden = occluder_bg = None  # (B, h·up, w·up) cells hidden by occluders, (B, h, w) occluder background
         occluder = None
-        if cfg.occlude > 0 and "image" in batch:  # (B, H, W) occluders pasted now; no random draw when off
-            images, occluder, occluder_px_bg = paste_occluders(batch["image"].to(device), batch["mask"].to(device),
-                                                               cfg.occlude, cfg.occlude_max, generator)
+        images = batch["image"].to(device) if "image" in batch else None
+        if cfg.occlude > 0 and images is not None:  # (B, H, W) occluders pasted now; no random draw when off
+            images, occluder, occluder_px_bg = paste_occluders(images, batch["mask"].to(device), cfg.occlude,
+                                                               cfg.occlude_max, generator)
             if "body" in batch and not bool(occluder.any()):
                 occluder = None
         if "body" in batch and occluder is None:  # cached body maps (of cached occluded variants too)
@@ -156,7 +157,7 @@ class Trainer:
             if "hidden" in batch:
                 hidden, occluder_bg = batch["hidden"].to(device), batch["occluder_background"].to(device)
         else:
-            feats = self.ddp(images if cfg.occlude > 0 else batch["image"].to(device))  # (B, d, h, w)
+            feats = self.ddp(images)  # (B, d, h, w)
             if occluder is not None:
                 hidden, occluder_bg = occluder_cells(occluder, occluder_px_bg, feats.shape[-2:], up)
         h, w = feats.shape[-2:]

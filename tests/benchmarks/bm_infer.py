@@ -7,8 +7,8 @@ feature map at the crop's stride-8 resolution. Weights are random: the timing do
 ``--polish-levels N`` also times the same solve with the compass search after Adam
 (``infer.polish_levels=N``) against it without, in the same process, and prints the ratio; on random
 features few moves improve, so this is the search's least cost (one round of 8 moves per level).
-Each timed solve's peak memory is its growth over the memory in use when it starts (CPU: the
-process's peak resident set, VmHWM, reset through /proc/self/clear_refs; CUDA: max_memory_allocated).
+Each timed solve's peak memory is its growth over the memory in use when it starts
+(:class:`ntdm_cli.bench.raster.PeakMemory`: VmHWM growth on CPU, max_memory_allocated on CUDA).
 
     python -m tests.benchmarks.bm_infer [--crop 256] [--steps 300] [--topk 1] [--polish-levels 3]
                                         [--device cpu|cuda] [--json out.json]
@@ -24,37 +24,11 @@ import time
 import torch
 import torch.nn.functional as F
 
+from ntdm_cli.bench.raster import PeakMemory
 from ntdm_cli.geometry.deformer import Deformer
 from ntdm_cli.geometry.template import make_template
 from ntdm_cli.infer.solver import InferConfig, RenderCompare, solve
 from ntdm_cli.model.texture import NeuralTexture
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def peak_extra_mib(fn, dev: torch.device):
-    """(fn's result, its peak memory in MiB above what was in use when it started)."""
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        out = fn()
-        torch.cuda.synchronize()
-        return out, (torch.cuda.max_memory_allocated() - base) / 2**20
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current resident set
-    except OSError:
-        return fn(), float("nan")
-    base = _rss_kib("VmRSS")
-    out = fn()
-    return out, (_rss_kib("VmHWM") - base) / 1024
 
 
 def main(argv=None):
@@ -88,8 +62,10 @@ def main(argv=None):
     if dev.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    res, peak = peak_extra_mib(lambda: solve(rc, cfg, torch.Generator().manual_seed(1)), dev)
+    with PeakMemory(dev) as mem:
+        res = solve(rc, cfg, torch.Generator().manual_seed(1))
     total = time.perf_counter() - t0
+    peak = mem.mib
     hyps = 144 * (args.latents + 1)
     out = {"device": str(dev), "threads": torch.get_num_threads(), "crop": args.crop, "feature_map": [h, w],
            "hypotheses": hyps, "steps": len(res.history), "init_s": res.timing["init"],
@@ -104,8 +80,10 @@ def main(argv=None):
     if args.polish_levels > 0:
         polished = dataclasses.replace(cfg, polish_levels=args.polish_levels)
         t0 = time.perf_counter()
-        _, out["peak_extra_polished_mib"] = peak_extra_mib(lambda: solve(rc, polished, torch.Generator().manual_seed(1)), dev)
+        with PeakMemory(dev) as mem:
+            solve(rc, polished, torch.Generator().manual_seed(1))
         out["total_polished_s"] = time.perf_counter() - t0
+        out["peak_extra_polished_mib"] = mem.mib
         out["polish_ratio"] = out["total_polished_s"] / total
         print(f"  with the compass search ({args.polish_levels} levels, {args.topk} starts): "
               f"{out['total_polished_s']:.2f} s = {out['polish_ratio']:.2f}× without, "
