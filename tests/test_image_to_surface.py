@@ -192,3 +192,29 @@ def test_cuda_matches_cpu():
     image_to_surface(fc, uc, mask, 64, backend="native")[0].sum().backward()
     torch.testing.assert_close(fc.grad, f.grad.cpu(), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(uc.grad, u.grad.cpu(), atol=1e-2, rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weights_reproduce_the_transform(dtype):
+    """image_to_surface_weights is the transform as a sparse matrix: summing weight · feature over its
+    entries gives the twin's surface (and the compiled op's, when built), its totals the weight sum;
+    an empty mask gives no entries."""
+    from ntdm_cli.ops import image_to_surface_weights
+
+    features, uv, mask = smooth_uv_inputs(3, 6, 13, 19, dtype=dtype, seed=4)
+    Q = 32
+    n, texel, pixel, weight, total = image_to_surface_weights(uv, mask, Q)
+    N, C, H, W = features.shape
+    flat = features.permute(0, 2, 3, 1).reshape(N * H * W, C)
+    surface = flat.new_zeros(N * Q * Q, C).index_add_(0, n * Q * Q + texel, flat[n * H * W + pixel] * weight[:, None])
+    surface = surface.view(N, Q, Q, C).permute(0, 3, 1, 2)
+    ref, ref_weight, visible = image_to_surface_torch(features, uv, mask, Q)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(surface, ref, atol=tol, rtol=tol)
+    torch.testing.assert_close(total, ref_weight, atol=tol, rtol=0)
+    assert visible.sum() > 50 and weight.min() >= 0
+    if load_extension() is not None:
+        torch.testing.assert_close(surface, image_to_surface(features, uv, mask, Q, backend="native")[0],
+                                   atol=tol, rtol=tol)
+    none = image_to_surface_weights(uv, torch.zeros_like(mask), Q)
+    assert none[0].numel() == 0 and not none[4].any()

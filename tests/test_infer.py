@@ -185,6 +185,42 @@ def test_batched_images_match_one_at_a_time(tiny_pipeline):
         assert len(a.result.topk) == 2
 
 
+def test_infer_pool_scores_on_pooled_features(tiny_pipeline):
+    """infer.pool=2: every hypothesis is scored on the features average-pooled 2× and renormalised, at
+    twice the backbone's stride, the answers and the annotation alike; a pool larger than the feature
+    map is one clear error."""
+    from ntdm_cli.infer.pipeline import annotation_hypothesis, batch_features, infer_batch, inputs_from_dataset
+    from ntdm_cli.infer.solver import pooled_features
+    from ntdm_cli.model.backbone import feature_stride
+
+    model = load_model(tiny_pipeline.model)
+    for d in model.deformers.values():
+        d.requires_grad_(False)
+    crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
+    _, stream = inputs_from_dataset(tiny_pipeline.data, "val", ["car"], crop, limit=1)
+    inputs = list(stream)
+    inputs[0].category = "car"  # known category: the answer is the car solve
+    feats = torch.cat(batch_features(inputs, model, "cpu"))
+    pooled = pooled_features(feats, 2)
+    h, w = feats.shape[-2:]
+    assert pooled.shape[-2:] == (math.ceil(h / 2), math.ceil(w / 2))
+    assert torch.allclose(pooled.norm(dim=1), torch.ones_like(pooled[:, 0]), atol=1e-5)
+    cfg = InferConfig(steps=4, azimuths=4, elevations=2, thetas=1, pool=2,
+                      init_distance=float(model.extra["target_distance"]))
+    pred = infer_batch(inputs, model, cfg, "cpu", torch.Generator().manual_seed(0), features=feats)[0]
+    bank = model.bank.active()
+    rc = RenderCompare(pooled[:1], model.deformers["car"], model.textures["car"], bank, cfg, model.bin_temperature,
+                       (crop[1] / 2.0, crop[0] / 2.0), feature_stride(model.backbone) * 2)
+    with torch.no_grad():
+        assert float(rc.losses(pred.result.best)[0]) == pytest.approx(pred.result.loss, abs=1e-5)
+        ann = annotation_hypothesis(inputs[0].annotation, model.deformers["car"].num_latents, 0, "cpu")
+        assert float(rc.losses(ann)[0]) == pytest.approx(pred.annotated_loss, abs=1e-5)
+    with pytest.raises(NtdmUsageError, match="infer.pool=64 is larger than"):
+        infer_batch(inputs, model, InferConfig(pool=64, init_distance=5.0), "cpu", torch.Generator(), features=feats)
+    with pytest.raises(NtdmUsageError, match="infer.pool must be positive"):
+        InferConfig(pool=0).validate()
+
+
 def test_dataset_inputs_are_streamed(tiny_pipeline, tmp_path, monkeypatch):
     """run_infer pulls one batch of crops at a time from a lazy dataset stream and frees each crop once
     its prediction is written, so a large split does not sit in memory."""

@@ -204,7 +204,8 @@ def test_body_cache_keeps_occluded_variants(tiny_pipeline):
     assert len(cache.occluded) >= len(rows) // 2 and not cache.images
     assert all(len(v) == 1 for v in cache.occluded.values())
     i = next(iter(cache.occluded))
-    o8, o16, hidden, background = cache.occluded[i][0]
+    o8, o16, hidden, background, plan = cache.occluded[i][0]
+    assert plan is None  # no planner given
     assert o8.dtype == torch.float16 and o8.shape == cache.maps[i][0].shape and o16.shape == cache.maps[i][1].shape
     assert hidden.shape == (2 * o8.shape[-2], 2 * o8.shape[-1]) and background.shape == o8.shape[-2:]
     assert hidden.any()
@@ -236,6 +237,58 @@ def test_body_cache_keeps_occluded_variants(tiny_pipeline):
     assert not torch.equal(a[2], b[2])  # two different occluders
     picks = {int(two.batch([i], torch.Generator().manual_seed(s))["hidden"][0].sum()) for s in range(20)}
     assert picks == {int(a[2].sum()), int(b[2].sum())}  # both are shown
+
+
+@pytest.mark.parametrize("up", [1, 4])
+def test_observation_plans_equal_the_dense_observation(tiny_pipeline, up):
+    """An observation plan (the upsampling and image_to_surface of a fixed mesh as one sparse matrix)
+    gives the surface features, viewing coefficients, visible texels and object cells that the step's
+    dense path gives (rasterise, upsample, observe), with and without occluder cells, and the same
+    gradient w.r.t. the feature map; the cache stores one per map when given the trainer's planner."""
+    from ntdm_cli.train.cache import BodyCache
+    from ntdm_cli.train.data import TrainingSet, collate
+    from ntdm_cli.train.em import observe
+    from ntdm_cli.train.loop import load_deformers
+    from ntdm_cli.train.observation import observe_planned
+    from ntdm_cli.train.settings import TrainConfig
+    from ntdm_cli.train.trainer import Trainer
+    import torch.nn.functional as F
+
+    cats = sorted(p.stem for p in tiny_pipeline.deformers.glob("*.h5"))
+    deformers = load_deformers(sorted(tiny_pipeline.deformers.glob("*.h5")), "cpu")
+    cfg = TrainConfig(backbone="effnet-lite0", feature_dim=8, texture_size=32, observe_upsample=up, zoom=2.0)
+    trainer, frozen = Trainer.build(cfg, cats, deformers, "cpu")
+    assert frozen
+    dataset = TrainingSet(tiny_pipeline.data, cats, "train", zoom=2.0)
+    rows = list(range(min(4, len(dataset))))
+    batch = collate([dataset[i] for i in rows])
+    g = torch.Generator().manual_seed(0)
+    h, w = (x // 8 for x in dataset.crop_hw)
+    feats = F.normalize(torch.randn(len(rows), 8, h, w, generator=g), dim=1).requires_grad_(True)
+    hidden = torch.rand(len(rows), h * up, w * up, generator=g) < 0.3
+    for hid in (None, hidden):
+        surf = trainer.fine_surface(batch, (h, w))
+        seen = surf.mask if hid is None else surf.mask & ~hid
+        fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
+        dense = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
+        plans = trainer.observation_plans(batch, (h, w), hid)
+        planned = observe_planned(feats, plans, cfg.texture_size)
+        assert torch.equal(planned.visible, dense.visible) and dense.visible.any()
+        assert torch.allclose(planned.features, dense.features, atol=1e-5)
+        assert torch.allclose(planned.alpha, dense.alpha, atol=1e-5)
+        on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask
+        assert torch.equal(torch.stack([p.on_object for p in plans]), on_object)
+        weights = torch.randn(dense.features.shape, generator=g)
+        (ga,) = torch.autograd.grad((dense.features * weights).sum(), feats)
+        (gb,) = torch.autograd.grad((planned.features * weights).sum(), feats)
+        assert torch.allclose(ga, gb, atol=1e-5)
+    cache = BodyCache(trainer.backbone, dataset, rows, 4, "cpu", occlude=1.0, variants=1, upsample=up,
+                      planner=trainer.observation_plans)
+    assert set(cache.plans) == set(rows) and all(v[0][4] is not None for v in cache.occluded.values())
+    got = cache.batch(rows, torch.Generator().manual_seed(0))
+    i = next(k for k, r in enumerate(rows) if r in cache.occluded)
+    assert got["plans"][i] is cache.occluded[rows[i]][0][4]  # occlude=1: the variant's plan is shown
+    assert len(cache.occluded[rows[i]][0][4].visible) < len(cache.plans[rows[i]].visible)  # the occluder hides texels
 
 
 def test_resume_past_the_requested_epochs_is_refused(tiny_pipeline, tmp_path):

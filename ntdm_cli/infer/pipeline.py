@@ -24,7 +24,7 @@ from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreproc
 from ntdm_cli.errors import ImageError, MissingInputError, NtdmUsageError, short
 from ntdm_cli.infer.classify import background_loss, classify
 from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, SolveResult, background_scores,
-                                   bank_centres, refine, solve_batch)
+                                   bank_centres, pooled_features, refine, solve_batch)
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
@@ -244,6 +244,10 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         else:
             tried.append(list(model.categories))
     h, w = inputs[0].crop.shape[:2]
+    if cfg.pool > min(features.shape[-2:]):
+        raise NtdmUsageError(f"infer.pool={cfg.pool} is larger than the {features.shape[-2]}×{features.shape[-1]} feature map")
+    features = pooled_features(features, cfg.pool)  # (B, d, h', w'): the grid the hypotheses are scored on
+    stride = feature_stride(model.backbone) * cfg.pool
     clutter = bank_centres(bank, cfg.bank_clusters) if cfg.bank_clusters > 0 else bank  # once for all categories
     with torch.no_grad():  # once for every category's scorer and for the object-absent loss
         bg = background_scores(features, clutter, cfg.no_background)
@@ -255,12 +259,12 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         if not rows:
             continue
         rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
-                           (w / 2.0, h / 2.0), feature_stride(model.backbone), bg=bg[rows])
+                           (w / 2.0, h / 2.0), stride, bg=bg[rows])
         for r, (i, res) in enumerate(zip(rows, solve_batch(rc, cfg, generator))):
             solved[(i, cat)] = (res, rc, r)
             timing[i]["init"] += res.timing["init"]
             timing[i]["optimise"] += res.timing["optimise"]
-    annotated, refined = annotated_losses(inputs, features, model, cfg, clutter, bg, solved)
+    annotated, refined = annotated_losses(inputs, features, model, cfg, clutter, bg, solved, stride)
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
@@ -301,14 +305,15 @@ def annotation_hypothesis(ann: Annotation, num_latents: int, image: int, device)
 
 
 def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NTDMModel, cfg: InferConfig,
-                     clutter: torch.Tensor, bg: torch.Tensor, solved: dict) -> tuple[list[float], list[float]]:
+                     clutter: torch.Tensor, bg: torch.Tensor, solved: dict, stride: float) -> tuple[list[float], list[float]]:
     """Loss of each input's annotation (its category at the annotated pose and shape), scored exactly
     as the solver scores its answers, and the loss after the solver's Adam steps started from the
     annotation (pose, distance, latent and scale free, as the answers had them); NaN for inputs
     without an annotation of a category the model has. Comparing the refined loss with the answer's
     tells a search failure (started at the truth, the optimiser ends lower than the answer: the search
     missed that optimum) from a model failure (the model prefers the wrong answer). The raw loss alone
-    favours the answer, which had its shape optimised."""
+    favours the answer, which had its shape optimised. ``features`` (B, d, h', w') and ``bg`` (B, h', w')
+    are the ones the answers were scored on, ``stride`` their crop pixels per cell."""
     out = [float("nan")] * len(inputs)
     refined = [float("nan")] * len(inputs)
     groups: dict[int, tuple[RenderCompare, list[int], list[Hypotheses]]] = {}
@@ -323,8 +328,7 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
         else:
             crop_h, crop_w = inp.crop.shape[:2]
             rc = RenderCompare(features[i:i + 1], model.deformers[ann.category], model.textures[ann.category], clutter,
-                               cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), feature_stride(model.backbone),
-                               bg=bg[i:i + 1])
+                               cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), stride, bg=bg[i:i + 1])
             row = 0
         hyp = annotation_hypothesis(ann, model.deformers[ann.category].num_latents, row, features.device)
         with torch.no_grad():

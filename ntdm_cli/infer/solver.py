@@ -48,7 +48,8 @@ class InferConfig:
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
-    grid_pool: int = 1  # score the initial grid on features average-pooled this many times (2: a stride-4 model at stride 8)
+    pool: int = 1  # render and compare on features average-pooled this many times (2: a zoomed model at the cost of an unzoomed one)
+    grid_pool: int = 1  # score the initial grid on features pooled this many times more (2: a stride-4 model at stride 8)
     polish_levels: int = 0  # compass search after Adam: step halvings (0: off); moves the silhouette, which Adam cannot
     polish_step_deg: float = 15.0  # its first angle step (degrees); distance steps by the same fraction / 2
     polish_iterations: int = 3  # moves tried per step size while one of them improves some hypothesis
@@ -61,7 +62,7 @@ class InferConfig:
         if self.init_poses < 0:
             raise NtdmUsageError("infer.init_poses must be ≥ 0")
         for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images", "grid_pool",
-                     "polish_iterations"):
+                     "polish_iterations", "pool"):
             if getattr(self, name) <= 0:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
@@ -140,6 +141,14 @@ def background_scores(features: torch.Tensor, bank: torch.Tensor, no_background:
     return (features.permute(0, 2, 3, 1) @ bank.T).amax(-1)
 
 
+def pooled_features(features: torch.Tensor, factor: int) -> torch.Tensor:
+    """Unit features (B, d, h, w) average-pooled ``factor``× and renormalised: (B, d, ⌈h/factor⌉, ⌈w/factor⌉)
+    (a partial last cell is kept)."""
+    if factor <= 1:
+        return features
+    return F.normalize(F.avg_pool2d(features, factor, ceil_mode=True), dim=1)
+
+
 def bank_centres(bank: torch.Tensor, k: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
     """Spherical k-means of the background bank: (M, d) unit features -> (min(k, M), d) unit centres.
 
@@ -208,7 +217,7 @@ class RenderCompare:
             raise NtdmUsageError(f"infer.grid_pool={factor} is larger than the {self.h}×{self.w} feature map")
         coarse = copy.copy(self)
         coarse.stride = self.stride * factor
-        coarse._set_features(F.normalize(F.avg_pool2d(self.f, factor, ceil_mode=True), dim=1))  # partial last cell kept
+        coarse._set_features(pooled_features(self.f, factor))
         return coarse
 
     def verts(self, hyp: Hypotheses) -> torch.Tensor:

@@ -120,9 +120,7 @@ def image_to_surface_torch(features: torch.Tensor, uv: torch.Tensor, mask: torch
         entries = _search(uv.detach(), mask, Q, float(seam_threshold), max_candidates)
         if entries is not None:
             n, i, j, x, y = entries
-            P = torch.stack([uv[n, i + di, j + dj] for di, dj in _CORNERS], dim=1) * Q - 0.5
-            s, t, _, _ = _solve(x.to(uv.dtype), y.to(uv.dtype), *[P[:, k, c] for k in range(4) for c in range(2)])
-            w = [(1 - s) * (1 - t), s * (1 - t), s * t, (1 - s) * t]
+            w = _corner_weights(uv, entries, Q)
             feat = features.permute(0, 2, 3, 1)
             contrib = w[0][:, None] * feat[n, i, j]
             for k in range(1, 4):
@@ -135,6 +133,50 @@ def image_to_surface_torch(features: torch.Tensor, uv: torch.Tensor, mask: torch
     surface = surface.view(N, Q, Q, C).permute(0, 3, 1, 2)
     weight = weight.view(N, Q, Q)
     return surface, weight, weight > 0
+
+
+def _corner_weights(uv: torch.Tensor, entries, Q: int) -> list[torch.Tensor]:
+    """Bilinear-inverse weights (4 × (K,)) of the quad corners a, b, c, d for the K (quad, texel)
+    pairs ``entries`` of :func:`_search` (differentiable in ``uv``; they sum to 1 per pair)."""
+    n, i, j, x, y = entries
+    P = torch.stack([uv[n, i + di, j + dj] for di, dj in _CORNERS], dim=1) * Q - 0.5
+    s, t, _, _ = _solve(x.to(uv.dtype), y.to(uv.dtype), *[P[:, k, c] for k in range(4) for c in range(2)])
+    return [(1 - s) * (1 - t), s * (1 - t), s * t, (1 - s) * t]
+
+
+@torch.no_grad()
+def image_to_surface_weights(uv: torch.Tensor, mask: torch.Tensor, texture_size: int, seam_threshold: float = 0.2,
+                             max_candidates: int = 1 << 22):
+    """The image -> surface transform as a sparse matrix: image_to_surface is linear in the features,
+    ``surface[n, :, texel] = Σ weight · features[n, :, pixel]`` over the entries with that (n, texel).
+
+    For a fixed mesh and pose (training's annotations) the matrix is fixed, so it can be computed once
+    and applied to every epoch's features. Not differentiable in ``uv``.
+
+    Args: as :func:`image_to_surface` (``uv`` float32/float64 (N, H, W, 2), ``mask`` (N, H, W) bool).
+    Returns:
+        n, texel, pixel: (E,) int64 image index, flat texel index y·Q + x and flat pixel index i·W + j
+            (the four corners of every covering quad; a pair may repeat);
+        weight: (E,) the corner's weight divided by the texel's weight sum (so that summing gives the
+            average of the covering quads, as image_to_surface does);
+        total: (N, Q, Q) the weight sum per texel (image_to_surface's ``weight``; visible = total > 0).
+    """
+    _check(uv.new_zeros(uv.shape[0], 1, *uv.shape[1:3]), uv, mask, texture_size, seam_threshold)
+    N, H, W = mask.shape
+    Q = int(texture_size)
+    total = uv.new_zeros(N * Q * Q)
+    empty = torch.zeros(0, dtype=torch.long, device=uv.device)
+    entries = _search(uv, mask, Q, float(seam_threshold), max_candidates) if N > 0 and H > 1 and W > 1 else None
+    if entries is None:
+        return empty, empty, empty, uv.new_zeros(0), total.view(N, Q, Q)
+    n, i, j, x, y = entries
+    w = _corner_weights(uv, entries, Q)
+    texel = (n * Q + y) * Q + x
+    total.index_add_(0, texel, ((w[0] + w[1]) + w[2]) + w[3])
+    pixels = [(i + di) * W + (j + dj) for di, dj in _CORNERS]
+    scale = total.index_select(0, texel)
+    return (n.repeat(4), (y * Q + x).repeat(4), torch.cat(pixels), torch.cat([wk / scale for wk in w]),
+            total.view(N, Q, Q))
 
 
 def _search(uv: torch.Tensor, mask: torch.Tensor, Q: int, seam: float, max_candidates: int):

@@ -141,7 +141,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     if frozen and start_epoch < cfg.epochs:  # with occluders: their cached variants, or the images to paste on
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
                           occlude=cfg.occlude, variants=cfg.occluder_variants, occlude_max=cfg.occlude_max,
-                          upsample=cfg.observe_upsample, seed=cfg.seed)
+                          upsample=cfg.observe_upsample, seed=cfg.seed, planner=trainer.observation_plans)
     curves = trainer.curves
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")

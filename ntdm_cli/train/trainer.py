@@ -30,6 +30,7 @@ from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.checkpoint import CURVES
 from ntdm_cli.train.distributed import all_gather_rows
 from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
+from ntdm_cli.train.observation import ObservationPlan, observe_planned, plan_observations
 from ntdm_cli.train.settings import TrainConfig
 
 
@@ -161,23 +162,17 @@ class Trainer:
             if occluder is not None:
                 hidden, occluder_bg = occluder_cells(occluder, occluder_px_bg, feats.shape[-2:], up)
         h, w = feats.shape[-2:]
-        verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
-        verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
-        vp = Viewpoint.from_rows(batch["viewpoint"], device)
-        # The surface is observed on a grid ``observe_upsample`` times finer than the feature map (features
-        # bilinearly upsampled): image_to_surface only carries texels of feature-map quads whose four
-        # corners are on the object, so at stride 8 thin parts (wings, legs) and the silhouette's border
-        # would hardly ever be observed.
-        t = self.template
-        with torch.no_grad():
-            surf = rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, vp, (h * up, w * up),
-                                     float(feature_stride(self.backbone)) / up, cfg.num_bins, cfg.bin_temperature)
-        fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
-        seen = surf.mask
-        if hidden is not None:  # no texel is observed through an occluder
-            seen = seen & ~hidden
-        obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
-        on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask  # (B, h, w)
+        if "plans" in batch and occluder is None:  # the observation precomputed by train.cache.BodyCache
+            obs = observe_planned(feats, batch["plans"], cfg.texture_size)
+            on_object = torch.stack([p.on_object for p in batch["plans"]]).to(device)  # (B, h, w)
+        else:
+            surf = self.fine_surface(batch, (h, w))
+            fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
+            seen = surf.mask
+            if hidden is not None:  # no texel is observed through an occluder
+                seen = seen & ~hidden
+            obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
+            on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask  # (B, h, w)
         parts = [image_loss(obs, i, c, self.textures, self.bank, self.omega, cfg, generator)
                  for i, c in enumerate(cats)]
         used = [p for p in parts if p is not None]
@@ -201,6 +196,33 @@ class Trainer:
         return {"loss": float(loss.detach()), "inner": sum(float(p.inner) for p in used) / n,
                 "cross": sum(float(p.cross) for p in used) / n, "ml": sum(float(p.ml) for p in used) / n,
                 "pairs": sum(p.pairs for p in used), "images": len(cats), "used": len(used)}
+
+    @torch.no_grad()
+    def fine_surface(self, batch: dict, coarse_hw: tuple[int, int]):
+        """The ground-truth meshes of a batch (train.data.collate's keys category, cad, viewpoint,
+        instance_scale) rasterised on the observation grid: ``observe_upsample`` times the feature map
+        (h, w) = ``coarse_hw``. Observing the surface on a finer grid than the feature map (features
+        bilinearly upsampled) matters because image_to_surface only carries texels of quads whose four
+        corners are on the object: at stride 8, thin parts (wings, legs) and the silhouette's border
+        would hardly ever be observed. Returns model.surface.SurfaceFragments of (B, h·u, w·u)."""
+        cfg, device, t = self.cfg, self.device, self.template
+        up = cfg.observe_upsample
+        h, w = coarse_hw
+        cats = batch["category"].tolist()
+        verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
+        verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
+        vp = Viewpoint.from_rows(batch["viewpoint"], device)
+        return rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, vp, (h * up, w * up),
+                                 float(feature_stride(self.backbone)) / up, cfg.num_bins, cfg.bin_temperature)
+
+    @torch.no_grad()
+    def observation_plans(self, batch: dict, coarse_hw: tuple[int, int],
+                          hidden: torch.Tensor | None = None) -> list[ObservationPlan]:
+        """The observation plans (train.observation) of a batch whose feature maps are (h, w) =
+        ``coarse_hw``; ``hidden`` (B, h·u, w·u) bool: fine cells covered by an occluder (not observed)."""
+        surf = self.fine_surface(batch, coarse_hw)
+        seen = surf.mask if hidden is None else surf.mask & ~hidden.to(surf.mask.device)
+        return plan_observations(surf.uv, seen, surf.alpha, surf.mask, coarse_hw, self.cfg.texture_size)
 
     @torch.no_grad()
     def calibrate(self, dataset, indices: list[int]) -> tuple[float, torch.Tensor]:
