@@ -1,5 +1,6 @@
 """infer: render-and-compare on a tiny model and on noiseless rendered features; outputs; errors."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -217,8 +218,15 @@ def test_infer_pool_scores_on_pooled_features(tiny_pipeline):
         assert float(rc.losses(ann)[0]) == pytest.approx(pred.annotated_loss, abs=1e-5)
     with pytest.raises(NtdmUsageError, match="infer.pool=64 is larger than"):
         infer_batch(inputs, model, InferConfig(pool=64, init_distance=5.0), "cpu", torch.Generator(), features=feats)
-    with pytest.raises(NtdmUsageError, match="infer.pool must be positive"):
-        InferConfig(pool=0).validate()
+    with pytest.raises(NtdmUsageError, match="infer.pool must be ≥ 0"):
+        InferConfig(pool=-1).validate()
+    # pool 0: the model's zoom (the tiny model is unzoomed: no pooling)
+    assert model.zoom == 1
+    auto = infer_batch(inputs, model, dataclasses.replace(cfg, pool=0), "cpu", torch.Generator().manual_seed(0),
+                       features=feats)[0]
+    one = infer_batch(inputs, model, dataclasses.replace(cfg, pool=1), "cpu", torch.Generator().manual_seed(0),
+                      features=feats)[0]
+    assert auto.result.loss == one.result.loss
 
 
 def test_dataset_inputs_are_streamed(tiny_pipeline, tmp_path, monkeypatch):

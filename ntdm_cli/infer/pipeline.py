@@ -244,10 +244,13 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         else:
             tried.append(list(model.categories))
     h, w = inputs[0].crop.shape[:2]
-    if cfg.pool > min(features.shape[-2:]):
-        raise NtdmUsageError(f"infer.pool={cfg.pool} is larger than the {features.shape[-2]}×{features.shape[-1]} feature map")
-    features = pooled_features(features, cfg.pool)  # (B, d, h', w'): the grid the hypotheses are scored on
-    stride = feature_stride(model.backbone) * cfg.pool
+    # A model trained on zoomed crops is scored on its features pooled back to the unzoomed grid: the
+    # zoom's features at the unzoomed model's cost (docs/pretrained.md)
+    pool = cfg.pool or max(1, round(model.zoom))
+    if pool > min(features.shape[-2:]):
+        raise NtdmUsageError(f"infer.pool={pool} is larger than the {features.shape[-2]}×{features.shape[-1]} feature map")
+    features = pooled_features(features, pool)  # (B, d, h', w'): the grid the hypotheses are scored on
+    stride = feature_stride(model.backbone) * pool
     clutter = bank_centres(bank, cfg.bank_clusters) if cfg.bank_clusters > 0 else bank  # once for all categories
     with torch.no_grad():  # once for every category's scorer and for the object-absent loss
         bg = background_scores(features, clutter, cfg.no_background)

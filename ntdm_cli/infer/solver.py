@@ -48,7 +48,7 @@ class InferConfig:
     early_stop_tol: float = 1e-4
     early_stop_patience: int = 30
     score_chunk: int = 64  # hypotheses rendered at once when scoring the grid (64: fastest on CPU)
-    pool: int = 1  # render and compare on features average-pooled this many times (2: a zoomed model at the cost of an unzoomed one)
+    pool: int = 0  # render and compare on features average-pooled this many times; 0: the model's train.zoom
     grid_pool: int = 1  # score the initial grid on features pooled this many times more (2: a stride-4 model at stride 8)
     polish_levels: int = 0  # compass search after Adam: step halvings (0: off); moves the silhouette, which Adam cannot
     polish_step_deg: float = 15.0  # its first angle step (degrees); distance steps by the same fraction / 2
@@ -62,13 +62,15 @@ class InferConfig:
         if self.init_poses < 0:
             raise NtdmUsageError("infer.init_poses must be ≥ 0")
         for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images", "grid_pool",
-                     "polish_iterations", "pool"):
+                     "polish_iterations"):
             if getattr(self, name) <= 0:
                 raise NtdmUsageError(f"infer.{name} must be positive")
         if self.steps < 0:
             raise NtdmUsageError("infer.steps must be ≥ 0")
         if self.polish_levels < 0:
             raise NtdmUsageError("infer.polish_levels must be ≥ 0")
+        if self.pool < 0:
+            raise NtdmUsageError("infer.pool must be ≥ 0 (0: the model's zoom)")
         if not (self.scale_bound >= 0 and math.isfinite(self.scale_bound)):
             raise NtdmUsageError(f"infer.scale_bound must be ≥ 0, got {self.scale_bound!r}")
         for name in ("lr", "lr_final_factor", "polish_step_deg"):

@@ -122,12 +122,13 @@ class Trainer:
         self.distributed = True
 
     def model(self, with_history: bool = False) -> NTDMModel:
-        """The model as trained so far; ``with_history`` adds curves, calibration and ``extra``."""
+        """The model as trained so far, with ``extra`` (the training crops' size, distance and zoom, which
+        inference reads); ``with_history`` adds curves and calibration."""
         cats = self.categories
         parts = (self.cfg.backbone, self.backbone, cats, dict(zip(cats, self.textures)), self.bank,
                  {c: self.deformers[c] for c in cats}, self.cfg.bin_temperature, self.omega)
         if not with_history:
-            return NTDMModel(*parts)
+            return NTDMModel(*parts, extra=dict(self.extra))
         return NTDMModel(*parts, {k: np.asarray(v) for k, v in self.curves.items()}, self.calibration,
                          extra=self.extra)
 
@@ -139,7 +140,8 @@ class Trainer:
                 viewpoint (B, 8) in VP_KEYS order, mask (B, H, W) bool, instance_scale (B, 3); with body,
                 optionally image (occluders are then pasted now, and the body runs on the images that
                 got one), or hidden (B, h·up, w·up) and occluder_background (B, h, w) bool, the cells of
-                the occluders of cached variants (train.cache.BodyCache.batch).
+                the occluders of cached variants, and plans, each map's observation plan
+                (train.observation; then nothing is rasterised or upsampled) (train.cache.BodyCache.batch).
             generator: every random draw of the step (occluders, sampled texels, bank features).
         Returns the loss parts (floats) and the number of images given and used."""
         cfg, device = self.cfg, self.device
