@@ -19,7 +19,8 @@ Occluders (``train.occlude = p``) change the image, so the body must see them. T
 Unless the images are kept, the geometry of every shown map is fixed too, so with a ``planner`` (the
 trainer's ``observation_plans``) the cache also holds each map's observation plan
 (:mod:`ntdm_cli.train.observation`): the step then neither rasterises nor upsamples. A plan takes
-about 12 bytes per (texel, feature cell) pair it links, 0.1-0.3 MB per image at a 32² feature map.
+about 8 bytes per (texel, feature cell) pair it links (16-bit indices, a float32 weight) and its
+viewing coefficients: about 0.1 MiB per image at a 32² feature map (bm_observation_plan).
 """
 
 from __future__ import annotations
