@@ -57,6 +57,11 @@ def _upsample_taps(size: int, up: int, device) -> tuple[torch.Tensor, torch.Tens
     return lo, hi, (src - lo).float()
 
 
+def object_cells(mask: torch.Tensor, up: int) -> torch.Tensor:
+    """Feature cells (N, h, w) bool that a silhouette (N, h·up, w·up) on the observation grid touches."""
+    return F.max_pool2d(mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else mask
+
+
 def _index_dtype(n: int) -> torch.dtype:
     return torch.int16 if n <= torch.iinfo(torch.int16).max else torch.int32
 
@@ -98,7 +103,7 @@ def plan_observations(uv: torch.Tensor, seen: torch.Tensor, alpha: torch.Tensor,
     img = torch.div(uniq, q * q * h * w, rounding_mode="floor")
     rest = uniq - img * (q * q * h * w)
     tex_of, pix_of = torch.div(rest, h * w, rounding_mode="floor"), rest % (h * w)
-    on_object = F.max_pool2d(mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else mask
+    on_object = object_cells(mask, up)
     counts = torch.bincount(img, minlength=N).tolist()
     bounds = [0] + torch.tensor(counts).cumsum(0).tolist()
     ti, pi = _index_dtype(q * q), _index_dtype(h * w)

@@ -30,7 +30,7 @@ from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.checkpoint import CURVES
 from ntdm_cli.train.distributed import all_gather_rows
 from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
-from ntdm_cli.train.observation import ObservationPlan, observe_planned, plan_observations
+from ntdm_cli.train.observation import ObservationPlan, object_cells, observe_planned, plan_observations
 from ntdm_cli.train.settings import TrainConfig
 
 
@@ -174,7 +174,7 @@ class Trainer:
             if hidden is not None:  # no texel is observed through an occluder
                 seen = seen & ~hidden
             obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
-            on_object = F.max_pool2d(surf.mask.float().unsqueeze(1), up)[:, 0] > 0 if up > 1 else surf.mask  # (B, h, w)
+            on_object = object_cells(surf.mask, up)  # (B, h, w)
         parts = [image_loss(obs, i, c, self.textures, self.bank, self.omega, cfg, generator)
                  for i, c in enumerate(cats)]
         used = [p for p in parts if p is not None]
