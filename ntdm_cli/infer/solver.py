@@ -35,6 +35,7 @@ class InferConfig:
     theta_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 6])
     init_distance: float = 0.0  # 0: the model's training distance (the crops put objects there; NeMo: 5)
     topk: int = 1
+    separation_deg: float = 0.0  # starts (and the init_poses shortlist) view the object from directions at least this far apart (0: plain top-k)
     bank_clusters: int = 0  # 0: background score = max over the whole bank; K: over K spherical k-means centres
     init_poses: int = 0  # 0: score every pose × latent; N: poses with the mean shape, then the best N × latents
     shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
@@ -73,6 +74,8 @@ class InferConfig:
             raise NtdmUsageError("infer.pool must be ≥ 0 (0: the model's zoom)")
         if not (self.scale_bound >= 0 and math.isfinite(self.scale_bound)):
             raise NtdmUsageError(f"infer.scale_bound must be ≥ 0, got {self.scale_bound!r}")
+        if not (self.separation_deg >= 0 and self.separation_deg < 180):
+            raise NtdmUsageError(f"infer.separation_deg must be in [0, 180), got {self.separation_deg!r}")
         for name in ("lr", "lr_final_factor", "polish_step_deg"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -149,6 +152,43 @@ def pooled_features(features: torch.Tensor, factor: int) -> torch.Tensor:
     if factor <= 1:
         return features
     return F.normalize(F.avg_pool2d(features, factor, ceil_mode=True), dim=1)
+
+
+def view_angle(az1: torch.Tensor, el1: torch.Tensor, az2: torch.Tensor, el2: torch.Tensor) -> torch.Tensor:
+    """Angle (radians) between the directions from which two poses view the object (azimuth,
+    elevation in radians, broadcast): the great-circle distance of the camera centres on the unit sphere."""
+    c = torch.sin(el1) * torch.sin(el2) + torch.cos(el1) * torch.cos(el2) * torch.cos(az1 - az2)
+    return torch.arccos(c.clamp(-1.0, 1.0))
+
+
+def separated_topk(losses: torch.Tensor, azimuth: torch.Tensor, elevation: torch.Tensor, k: int,
+                   separation: float, diverse: int | None = None) -> torch.Tensor:
+    """Indices (B, k) of k low-loss hypotheses per image, greedily: the lowest loss, then the lowest
+    of those viewing the object from at least ``separation`` radians away (:func:`view_angle`) from
+    every one picked, and so on for the first ``diverse`` picks (default all k); when none is left that
+    far away, and for the picks after ``diverse``, the lowest not yet picked.
+
+    losses, azimuth, elevation: (B, G). With ``separation`` 0 this is plain top-k (lowest first).
+    Diverse starts let Adam refine distinct basins (a front/back flip, a side view) instead of k
+    neighbours of one grid optimum."""
+    B, G = losses.shape
+    k = min(k, G)
+    if separation <= 0 or k <= 1:
+        return torch.topk(-losses, k, dim=1).indices
+    rows = torch.arange(B, device=losses.device)
+    free = losses.clone()  # inf: picked or too close to a pick
+    left = losses.clone()  # inf: picked
+    diverse = k if diverse is None else diverse
+    picks = []
+    for j in range(k):
+        far = torch.isfinite(free.amin(1)) & (j < diverse)
+        idx = torch.where(far, free.argmin(1), left.argmin(1))  # (B,)
+        picks.append(idx)
+        left[rows, idx] = float("inf")
+        near = view_angle(azimuth, elevation, azimuth[rows, idx][:, None], elevation[rows, idx][:, None]) < separation
+        free = free.masked_fill(near, float("inf"))
+        free[rows, idx] = float("inf")
+    return torch.stack(picks, 1)
 
 
 def bank_centres(bank: torch.Tensor, k: int, iterations: int = 20, seed: int = 0) -> torch.Tensor:
@@ -335,19 +375,22 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
     A, E, T = pose_grid(cfg, dev)
     Z = initial_latents(rc.deformer, cfg, generator).to(dev)
     P, L = A.shape[0], Z.shape[0]
+    sep = math.radians(cfg.separation_deg)
     if 0 < cfg.init_poses < P and L > 1:
         # coarse to fine: every grid pose with the mean shape, then the best init_poses of each image
         # with every latent (P + init_poses·L renders per image instead of P·L)
         mean = rc.deformer.mean_latent().reshape(1, -1).float().to(dev)
         coarse = _grid(A, E, T, mean, B, cfg.init_distance)
         first = _score(scorer, coarse, cfg.score_chunk).view(B, P)
-        keep = torch.topk(-first, cfg.init_poses, dim=1).indices  # (B, N)
+        # the shortlist holds the topk separated starts first, then the best of the rest
+        keep = separated_topk(first, A.expand(B, -1), E.expand(B, -1), cfg.init_poses, sep, cfg.topk)  # (B, N)
         A, E, T = A[keep], E[keep], T[keep]  # the poses of each image: (B, N)
     grid = _grid(A, E, T, Z, B, cfg.init_distance)
     G = len(grid) // B
     scores = _score(scorer, grid, cfg.score_chunk)
     k = min(cfg.topk, G)
-    top = (torch.topk(-scores.view(B, G), k, dim=1).indices + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
+    pick = separated_topk(scores.view(B, G), grid.azimuth.view(B, G), grid.elevation.view(B, G), k, sep)
+    top = (pick + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
     hyp = grid.select(top).detached()
     start = scores[top] if scorer is rc else _score(rc, hyp, cfg.score_chunk)  # the starts at full resolution
     init_losses = start.view(B, k).amin(1)
