@@ -35,7 +35,7 @@ class InferConfig:
     theta_range: list = field(default_factory=lambda: [-math.pi / 6, math.pi / 6])
     init_distance: float = 0.0  # 0: the model's training distance (the crops put objects there; NeMo: 5)
     topk: int = 1
-    separation_deg: float = 0.0  # starts (and the init_poses shortlist) view the object from directions at least this far apart (0: plain top-k)
+    separation_deg: float = 60.0  # the topk starts view the object from directions at least this far apart (0: plain top-k)
     bank_clusters: int = 0  # 0: background score = max over the whole bank; K: over K spherical k-means centres
     init_poses: int = 0  # 0: score every pose × latent; N: poses with the mean shape, then the best N × latents
     shortlist: int = 0  # 0 = optimise every category; else the fast classifier's top K
