@@ -11,7 +11,8 @@ import trimesh
 
 from ntdm_cli.artifacts import read_artifact
 from ntdm_cli.errors import NtdmUsageError
-from ntdm_cli.infer.solver import Hypotheses, InferConfig, RenderCompare, project_simplex, refine, solve
+from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, project_simplex, refine, separated_topk, solve,
+                                   view_angle)
 from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.io import load_model
 from ntdm_cli.model.surface import rasterize_surface, render_features
@@ -431,3 +432,44 @@ def test_refine_keeps_the_shape_plausible(tiny_pipeline):
 def test_search_options_are_validated(key, value):
     with pytest.raises(NtdmUsageError, match=f"infer.{key}"):
         InferConfig(**{key: value}).validate()
+
+
+@pytest.mark.parametrize("value", [-1.0, 180.0, float("nan")])
+def test_separation_is_validated(value):
+    with pytest.raises(NtdmUsageError, match="infer.separation_deg"):
+        InferConfig(separation_deg=value).validate()
+
+
+def test_separated_topk_picks_distinct_views():
+    """Greedy: the lowest loss, then the lowest at least the separation away from every pick; when
+    none is that far, the lowest left; the first ``diverse`` picks only are separated."""
+    losses = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5], [0.5, 0.4, 0.3, 0.2, 0.1]])
+    az = torch.tensor([[0.0, 0.2, 3.1, 0.1, 1.5], [0.0, 0.2, 3.1, 0.1, 1.5]])
+    el = torch.zeros(2, 5)
+    sep = math.radians(60)
+    assert separated_topk(losses, az, el, 3, sep).tolist() == [[0, 2, 4], [4, 3, 2]]
+    assert separated_topk(losses, az, el, 3, 0.0).tolist() == [[0, 1, 2], [4, 3, 2]]
+    assert separated_topk(losses, az, el, 4, sep, diverse=2).tolist() == [[0, 2, 1, 3], [4, 3, 2, 1]]
+    assert separated_topk(losses, az, el, 5, sep).tolist()[0] == [0, 2, 4, 1, 3]  # runs out of far ones
+    assert float(view_angle(torch.tensor(0.0), torch.tensor(math.pi / 2), torch.tensor(2.0), torch.tensor(math.pi / 2))) \
+        == pytest.approx(0.0, abs=1e-3)  # from the pole every azimuth is one view
+
+
+@pytest.mark.parametrize("init_poses", [0, 6])
+def test_solver_starts_are_separated(tiny_pipeline, init_poses):
+    """With infer.separation_deg the topk starts handed to Adam view the object from directions at
+    least that far apart (steps 0: the starts are the answers), with and without the shortlist; with 0
+    the best two grid hypotheses are neighbours."""
+    truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
+                 distance=torch.tensor([5.0]))
+    angles = {}
+    for sep in (0.0, 60.0):
+        cfg = InferConfig(steps=0, azimuths=12, elevations=4, thetas=3, init_distance=5.0, topk=3,
+                          init_poses=init_poses, separation_deg=sep)
+        rc, _ = _noiseless_scene(tiny_pipeline, STRIDE, truth, cfg)
+        t = solve(rc, cfg, torch.Generator().manual_seed(0)).topk
+        assert len(t) == 3
+        angles[sep] = [float(view_angle(t.azimuth[i], t.elevation[i], t.azimuth[j], t.elevation[j]))
+                       for i in range(3) for j in range(i + 1, 3)]
+    assert min(angles[60.0]) >= math.radians(60) - 1e-4
+    assert min(angles[0.0]) < math.radians(60)

@@ -1,7 +1,8 @@
 """Render-and-compare (NTDM sec. 3.4, eq. 10) for one image and one category.
 
-Hypotheses (azimuth, elevation, theta, distance, latent z, scale s′) are scored in batches; the best
-``topk`` of the initial grid are then optimised together with Adam. A pixel inside the rendered
+Hypotheses (azimuth, elevation, theta, distance, latent z, scale s′) are scored in batches; ``topk``
+low-loss starts of the initial grid, viewing the object from directions ``separation_deg`` apart
+(:func:`separated_topk`), are then optimised together with Adam. A pixel inside the rendered
 silhouette is foreground when its feature matches the rendered feature better than the best background
 feature; the loss is 1 − mean over pixels of (f·f′ on foreground, max_β f·β elsewhere).
 """

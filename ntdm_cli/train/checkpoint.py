@@ -17,7 +17,7 @@ from ntdm_cli.errors import NtdmUsageError, short
 from ntdm_cli.model.io import load_model, save_model
 
 #: the training curves, one value per epoch
-CURVES = ("loss", "inner", "cross", "ml", "pose", "calib_accuracy", "lr", "images_per_s")
+CURVES = ("loss", "inner", "cross", "ml", "calib_accuracy", "lr", "images_per_s")
 
 
 def optimizer_state(optimizer: torch.optim.Optimizer, scheduler) -> dict:

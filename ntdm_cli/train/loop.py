@@ -76,7 +76,7 @@ def _run_epoch(trainer: Trainer, dataset: TrainingSet, train_rows: list[int], ep
     else:
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
                                              collate_fn=collate, persistent_workers=False)
-    sums = {"loss": 0.0, "inner": 0.0, "cross": 0.0, "ml": 0.0, "pose": 0.0}
+    sums = {"loss": 0.0, "inner": 0.0, "cross": 0.0, "ml": 0.0}
     nb, t0, nimg, nused = 0, time.perf_counter(), 0, 0
     for step, batch in enumerate(loader):
         parts = trainer.step(batch, seeded(cfg.seed, 2, epoch, step, rank))
@@ -87,8 +87,7 @@ def _run_epoch(trainer: Trainer, dataset: TrainingSet, train_rows: list[int], ep
         nused += parts["used"]
         rate = nimg * world / max(time.perf_counter() - t0, 1e-9)
         prog.update(task, advance=1, info=f"ep {epoch + 1}/{cfg.epochs} loss {parts['loss']:.3f} "
-                    f"(in {parts['inner']:.2f} cross {parts['cross']:.2f} ml {parts['ml']:.2f}"
-                    + (f" pose {parts['pose']:.2f}" if cfg.pose_negatives else "") + f") {rate:.1f} img/s")
+                    f"(in {parts['inner']:.2f} cross {parts['cross']:.2f} ml {parts['ml']:.2f}) {rate:.1f} img/s")
     return sums, nb, nimg, nused, t0
 
 

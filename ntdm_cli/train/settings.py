@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from dataclasses import dataclass
 
 from ntdm_cli.config import section
@@ -51,9 +49,6 @@ class TrainConfig:
     frozen_blocks: int = -1  # effnet-lite* with pretrained weights: the stem and this many blocks stay fixed
     #   (-1: the whole body, 0: none); the fixed part's outputs are computed once and reused every epoch
     body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
-    pose_negatives: int = 0  # wrong poses per image scored as inference scores them (train.pose_contrast; 0: off)
-    pose_weight: float = 1.0  # weight of the pose-contrast loss against the contrastive ones
-    pose_temperature: float = 0.05  # its softmax temperature on the mean evidence per object cell
     zoom: float = 1.0  # objects are preprocessed this many times larger than the dataset's own crops
     #   (target distance / zoom, crops × zoom): more feature cells on thin parts at zoom² the pixels
     seed: int = 0
@@ -71,12 +66,6 @@ class TrainConfig:
             raise NtdmUsageError(f"train.class_calib_images must be ≥ 0, got {self.class_calib_images}")
         if not 0 <= self.occlude <= 1:
             raise NtdmUsageError(f"train.occlude must be in [0, 1], got {self.occlude}")
-        if self.pose_negatives < 0:
-            raise NtdmUsageError(f"train.pose_negatives must be ≥ 0, got {self.pose_negatives}")
-        for name in ("pose_weight", "pose_temperature"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise NtdmUsageError(f"train.{name} must be a positive number, got {value!r}")
         if self.occluder_variants < 0:
             raise NtdmUsageError(f"train.occluder_variants must be ≥ 0, got {self.occluder_variants}")
         if not 0 < self.occlude_max < 1:

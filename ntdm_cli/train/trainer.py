@@ -31,7 +31,6 @@ from ntdm_cli.train.checkpoint import CURVES
 from ntdm_cli.train.distributed import all_gather_rows
 from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
 from ntdm_cli.train.observation import ObservationPlan, object_cells, observe_planned, plan_observations
-from ntdm_cli.train.pose_contrast import pose_contrast_loss, pose_scores, wrong_poses
 from ntdm_cli.train.settings import TrainConfig
 
 
@@ -179,12 +178,8 @@ class Trainer:
         parts = [image_loss(obs, i, c, self.textures, self.bank, self.omega, cfg, generator)
                  for i, c in enumerate(cats)]
         used = [p for p in parts if p is not None]
-        pose = feats.new_zeros(())
         if used:
             loss = sum(p.total for p in used) / len(used)
-            if cfg.pose_negatives > 0:
-                pose = self.pose_loss(batch, feats, generator)
-                loss = loss + cfg.pose_weight * pose
         else:  # nothing visible in this batch: a zero loss that still touches every parameter (DDP)
             loss = feats.sum() * 0.0
         self.optimizer.zero_grad(set_to_none=True)
@@ -202,26 +197,7 @@ class Trainer:
         n = max(len(used), 1)
         return {"loss": float(loss.detach()), "inner": sum(float(p.inner) for p in used) / n,
                 "cross": sum(float(p.cross) for p in used) / n, "ml": sum(float(p.ml) for p in used) / n,
-                "pose": float(pose.detach()), "pairs": sum(p.pairs for p in used), "images": len(cats),
-                "used": len(used)}
-
-    def pose_loss(self, batch: dict, feats: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """The pose-contrast loss (train.pose_contrast) of a batch of one category: its annotated poses
-        against ``train.pose_negatives`` wrong ones each, scored on the feature map ``feats`` (B, d, h, w)."""
-        cfg, device = self.cfg, self.device
-        cats = batch["category"].tolist()
-        verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
-        verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
-        annotated = batch["viewpoint"].to(device, torch.float32)  # (B, 8)
-        rows = torch.cat([annotated[:, None], wrong_poses(annotated, cfg.pose_negatives, generator)], 1)
-        losses = []
-        for c in sorted(set(cats)):  # batches hold one category; a mixed one is scored per category
-            sel = torch.tensor([i for i, x in enumerate(cats) if x == c], device=device)
-            scores = pose_scores(feats.index_select(0, sel), verts.index_select(0, sel), self.template,
-                                 rows.index_select(0, sel), self.textures[c].theta, self.bank.active(),
-                                 float(feature_stride(self.backbone)), cfg.bin_temperature)
-            losses.append(pose_contrast_loss(scores, cfg.pose_temperature) * len(sel))
-        return sum(losses) / len(cats)
+                "pairs": sum(p.pairs for p in used), "images": len(cats), "used": len(used)}
 
     @torch.no_grad()
     def fine_surface(self, batch: dict, coarse_hw: tuple[int, int]):
