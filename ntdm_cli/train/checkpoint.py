@@ -55,10 +55,9 @@ def resume(trainer, path: Path) -> int:
         raise NtdmUsageError(f"--resume {path}: not a checkpoint (no train_state)")
     theirs = {"categories": ",".join(model.categories), "train.texture_size": model.texture_size,
               "train.backbone": model.backbone_name, "train.feature_dim": model.feature_dim,
-              "train.head_blocks": model.head_blocks,
               "train.num_bins": model.num_bins, "train.zoom": model.zoom}
     ours = {"categories": ",".join(cats), "train.texture_size": cfg.texture_size, "train.backbone": cfg.backbone,
-            "train.feature_dim": cfg.feature_dim, "train.head_blocks": cfg.head_blocks, "train.num_bins": cfg.num_bins, "train.zoom": float(cfg.zoom)}
+            "train.feature_dim": cfg.feature_dim, "train.num_bins": cfg.num_bins, "train.zoom": float(cfg.zoom)}
     differ = [f"{k} is {theirs[k]} there, {ours[k]} here" for k in ours if str(theirs[k]) != str(ours[k])]
     if differ:
         raise NtdmUsageError(f"--resume {short(path)}: the checkpoint was trained with other settings "

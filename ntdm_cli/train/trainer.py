@@ -83,7 +83,7 @@ class Trainer:
         with torch.no_grad():
             shapes = {(ci, k): deformers[c](deformers[c].latents[k:k + 1].to(device))[0]
                       for ci, c in enumerate(categories) for k in range(deformers[c].num_latents)}
-        backbone = make_backbone(cfg.backbone, cfg.feature_dim, cfg.head_blocks).to(device)
+        backbone = make_backbone(cfg.backbone, cfg.feature_dim).to(device)
         backbone.amp = resolve_amp(cfg.amp, device)
         if backbone.amp and rank == 0:
             info(f"backbone under bfloat16 autocast (train.amp={cfg.amp}); textures and losses in float32")
