@@ -45,7 +45,7 @@ TRAIN=()
 if [ "$SCALE" = full ] && [ -n "${PRETRAINED:-}" ]; then TRAIN+=(--pretrained "$PRETRAINED"); fi
 mkdir -p "$OUT/deformers"
 echo "== ntdm synthetic pipeline, SCALE=$SCALE -> $OUT"
-ntdm synth "$OUT/data" --occlusion L1,L2,L3 --ood all --seed 0
+ntdm synth "$OUT/data" --occlusion L1,L2,L3 --ood all --seed 0 --workers "$(nproc 2>/dev/null || echo 1)"  # per-image seeds: the same images for any worker count
 for cad in "$OUT"/data/CAD/*/; do  # one deformer per category of the dataset
   c=$(basename "$cad")
   [ -f "$OUT/deformers/$c.h5" ] || ntdm fit-deformer --cads "$cad" --category "$c" -o "$OUT/deformers/$c.h5"
