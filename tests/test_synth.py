@@ -114,10 +114,12 @@ def test_preprocess_synth_sample(root):
 
 
 def test_deterministic_and_resumable(tmp_path):
+    """The same files for a seed whatever the worker count (the recipe runs one worker per core);
+    a resumed run writes only the missing images; another seed into the same folder is refused."""
     cfg = dataclasses.replace(CFG, categories=["bottle"], per_category=2, occlusion=[2], ood=["texture"], ood_per_category=1)
     a, b = tmp_path / "a", tmp_path / "b"
     synthesize(a, cfg)
-    synthesize(b, cfg)
+    synthesize(b, dataclasses.replace(cfg, workers=2))
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.suffix in (".JPEG", ".png", ".npz"))
     assert len(files) == 2 * 2 + 1 * 2 + 2  # images + masks (iid + ood) + occluded image + npz
     for rel in files:
