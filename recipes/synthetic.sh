@@ -7,7 +7,7 @@
 # network, training and inference settings; every command below runs with --config on it):
 #   tiny  2 categories, a handful of images (the tests' pipeline; minutes)
 #   demo  6 categories x 300 images at 256², pretrained EfficientNet-Lite0, 8 epochs (make demo)
-#   cpu   6 categories x 1000 images at 256², 4 starts refined (infer.topk) on the full feature map, 8 epochs
+#   cpu   6 categories x 1000 images at 128², objects zoomed 2x (train.zoom), 4 starts refined (infer.topk), 8 epochs
 #   full  all 12 categories, ResNet-50, the paper's sizes (use a GPU; PRETRAINED=resnet50.pth loads
 #         ImageNet weights in torchvision layout)
 # Only the number of evaluated images is set here (EVAL_LIMIT per category and occlusion level,
