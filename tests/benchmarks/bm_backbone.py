@@ -1,4 +1,4 @@
-"""Benchmark: the pretrained effnet-lite0 backbone against the from-scratch ``small`` one, in one process.
+"""Benchmark: the pretrained effnet-lite backbones against the from-scratch ``small`` one, in one process.
 
 Per batch of ``--batch`` crops of ``--crop``² pixels (the demo's: 8 × 128²):
 
@@ -9,8 +9,12 @@ Per batch of ``--batch`` crops of ``--crop``² pixels (the demo's: 8 × 128²):
 * the memory per cached image.
 
 Ratios are against ``small`` measured in the same process, interleaved (median of ``--repeats``).
+``--variants`` adds rows for other effnet backbones (effnet-lite1, effnet-lite2, effnet-lite0-fine):
+their body pass (``prefix``, what training caches once per image), their head step from the cache and
+their cache size, with ratios against effnet-lite0 measured in the same process.
 
     python -m tests.benchmarks.bm_backbone [--crop 128] [--batch 8] [--repeats 7] [--threads N]
+        [--variants effnet-lite1,effnet-lite2,effnet-lite0-fine]
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--variants", default="", help="comma list of other effnet backbones to compare with effnet-lite0")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,6 +90,47 @@ def main(argv=None):
     print(f"{'effnet-lite0, cached body':<28}{'':>14}{'':>10}{e['train_cached']:>19.4f}"
           f"{e['train_cached'] / base['train']:>10.2f}")
     print(f"cached body maps: {per_image:.1f} kB per image")
+    names = [v for v in args.variants.split(",") if v]
+    if names:
+        _variants(["effnet-lite0", *names], x, args, dev)
+
+
+def _variants(names: list[str], x: torch.Tensor, args, dev: torch.device) -> None:
+    """Body pass, cached head step and cache size of each effnet backbone, against the first."""
+    nets, caches = {}, {}
+    for name in names:
+        b = make_backbone(name, args.dim).to(dev)
+        b.load_pretrained()
+        b.freeze_body()
+        nets[name] = b
+        with torch.no_grad():
+            caches[name] = b.prefix(x)
+
+    def body(b):
+        def run():
+            with torch.no_grad():
+                b.eval().prefix(x)
+        return run
+
+    def step(b, cache):
+        def run():
+            b.train()
+            b.zero_grad(set_to_none=True)
+            b(cache).sum().backward()
+        return run
+
+    rows = {n: {} for n in names}
+    for _ in range(2):  # interleaved
+        for n in names:
+            rows[n]["body"] = _time(body(nets[n]), args.repeats)
+            rows[n]["step"] = _time(step(nets[n], caches[n]), args.repeats)
+    base = rows[names[0]]
+    print(f"{'backbone':<22}{'body pass (s)':>14}{'vs lite0':>10}{'cached step (s)':>17}{'vs lite0':>10}{'cache kB/img':>14}")
+    for n in names:
+        r = rows[n]
+        kb = sum(t[0].numel() * t.element_size() for t in caches[n]) / 1024
+        print(f"{n:<22}{r['body']:>14.4f}{r['body'] / base['body']:>10.2f}{r['step']:>17.4f}"
+              f"{r['step'] / base['step']:>10.2f}{kb:>14.1f}")
 
 
 if __name__ == "__main__":
