@@ -123,20 +123,3 @@ def test_partly_frozen_body_trains_its_last_blocks_from_the_cached_prefix():
     with pytest.raises(NtdmError, match="frozen_blocks"):
         b.freeze(3)
 
-
-def test_fine_backbone_reads_the_stride4_map_and_keeps_the_contract():
-    """effnet-lite0-fine: the prefix also returns the stride-4 map, the head stacks its 2×2 cells on
-    their stride-8 cell; output (N, d, H/8, W/8), unit length, the cached path equals the direct one,
-    and the stride-4 map changes the output (it is read)."""
-    b = make_backbone("effnet-lite0-fine", 16)
-    b.load_pretrained()
-    b.freeze_body()
-    b.eval()
-    x = torch.rand(2, 3, 96, 128, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        s8, s16, s4 = b.prefix(x)
-        assert s8.shape == (2, 40, 12, 16) and s16.shape == (2, 112, 6, 8) and s4.shape == (2, 24, 24, 32)
-        f = b((s8, s16, s4))
-        torch.testing.assert_close(f, b(x))
-        assert f.shape == (2, 16, 12, 16) and torch.allclose(f.norm(dim=1), torch.ones(()), atol=1e-5)
-        assert (b((s8, s16, torch.zeros_like(s4))) - f).abs().max() > 1e-3

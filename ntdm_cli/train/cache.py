@@ -69,10 +69,10 @@ class BodyCache:
             task = prog.add_task("body features", total=len(batches), info=info)
             for rows, items in zip(batches, loader):
                 images = torch.stack([it["image"] for it in items]).to(device)
-                maps = backbone.prefix(images)
-                plans = self._plans(items, maps[0].shape[-2:])
+                s8, s16 = backbone.prefix(images)
+                plans = self._plans(items, s8.shape[-2:])
                 for k, i in enumerate(rows):
-                    self.maps[i] = tuple(m[k].clone() for m in maps)
+                    self.maps[i] = (s8[k].clone(), s16[k].clone())
                     self.items[i] = {key: v for key, v in items[k].items() if key != "image"}
                     if plans is not None:
                         self.plans[i] = plans[k]
@@ -99,39 +99,39 @@ class BodyCache:
         got = occluder.flatten(1).any(1).nonzero().squeeze(1)
         if got.numel() == 0:
             return
-        maps = backbone.prefix(pasted[got])
-        hidden, background = occluder_cells(occluder[got], occluder_bg[got], maps[0].shape[-2:], upsample)
-        plans = self._plans([items[j] for j in got.tolist()], maps[0].shape[-2:], hidden)
+        s8, s16 = backbone.prefix(pasted[got])
+        hidden, background = occluder_cells(occluder[got], occluder_bg[got], s8.shape[-2:], upsample)
+        plans = self._plans([items[j] for j in got.tolist()], s8.shape[-2:], hidden)
         for k, j in enumerate(got.tolist()):
-            self.occluded.setdefault(rows[j], []).append((tuple(m[k].half() for m in maps), hidden[k].clone(),
+            self.occluded.setdefault(rows[j], []).append((s8[k].half(), s16[k].half(), hidden[k].clone(),
                                                           background[k].clone(), None if plans is None else plans[k]))
 
     def batch(self, rows: list[int], generator: torch.Generator | None = None) -> dict:
         """The collated batch of training indices ``rows`` (one category): train.data.collate's keys
-        without ``image``, plus ``body`` = the maps of ``backbone.prefix`` stacked: (s8 (B, c8, h, w),
-        s16 (B, c16, h/2, w/2)), with a fine backbone also s4 (B, c4, 2h, 2w); and ``image`` when the
-        images are kept.
+        without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)), and ``image`` when
+        the images are kept.
 
         With occluded variants, each image is shown as one of its variants with probability
         ``occlude`` (drawn from ``generator``), and ``hidden`` (B, h·up, w·up) / ``occluder_background``
         (B, h, w) bool say which cells its occluder covers (all False for the images shown as they are)."""
-        maps = [self.maps[i] for i in rows]
+        s8 = [self.maps[i][0] for i in rows]
+        s16 = [self.maps[i][1] for i in rows]
         plans = [self.plans.get(i) for i in rows]
         out = collate([self.items[i] for i in rows])
         if self.occluded:
             draws = torch.rand(len(rows), generator=generator).tolist()
             shown = [k for k, i in enumerate(rows) if i in self.occluded and draws[k] < self.occlude]
             if shown:
-                hidden_like, bg_like = self.occluded[rows[shown[0]]][0][1:3]  # one crop size per batch
+                hidden_like, bg_like = self.occluded[rows[shown[0]]][0][2:4]  # one crop size per batch
                 hidden = torch.zeros((len(rows), *hidden_like.shape), dtype=torch.bool, device=hidden_like.device)
                 background = torch.zeros((len(rows), *bg_like.shape), dtype=torch.bool, device=bg_like.device)
                 for k in shown:
                     variants = self.occluded[rows[k]]
                     pick = int(torch.randint(len(variants), (), generator=generator)) if len(variants) > 1 else 0
-                    occluded_maps, hidden[k], background[k], plans[k] = variants[pick]
-                    maps[k] = tuple(m.float() for m in occluded_maps)
+                    o8, o16, hidden[k], background[k], plans[k] = variants[pick]
+                    s8[k], s16[k] = o8.float(), o16.float()
                 out["hidden"], out["occluder_background"] = hidden, background
-        out["body"] = tuple(torch.stack(m) for m in zip(*maps))
+        out["body"] = (torch.stack(s8), torch.stack(s16))
         if self.planner is not None:
             out["plans"] = plans
         if self.images:

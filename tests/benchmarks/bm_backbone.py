@@ -9,12 +9,12 @@ Per batch of ``--batch`` crops of ``--crop``² pixels (the demo's: 8 × 128²):
 * the memory per cached image.
 
 Ratios are against ``small`` measured in the same process, interleaved (median of ``--repeats``).
-``--variants`` adds rows for other effnet backbones (effnet-lite1, effnet-lite2, effnet-lite0-fine):
+``--variants`` adds rows for other effnet backbones (effnet-lite1, effnet-lite2):
 their body pass (``prefix``, what training caches once per image), their head step from the cache and
 their cache size, with ratios against effnet-lite0 measured in the same process.
 
     python -m tests.benchmarks.bm_backbone [--crop 128] [--batch 8] [--repeats 7] [--threads N]
-        [--variants effnet-lite1,effnet-lite2,effnet-lite0-fine]
+        [--variants effnet-lite1,effnet-lite2]
 """
 
 from __future__ import annotations
