@@ -6,14 +6,15 @@
 # SCALE=tiny|demo|cpu|full picks the settings file configs/$SCALE.yaml (categories, images, deformer,
 # network, training and inference settings; every command below runs with --config on it):
 #   tiny  2 categories, a handful of images (the tests' pipeline; minutes)
-#   demo  6 categories x 300 images at 256², pretrained EfficientNet-Lite0, 8 epochs (make demo)
+#   demo  6 categories x 300 images at 256², pretrained EfficientNet-Lite1, 8 epochs (make demo)
 #   cpu   6 categories x 1000 images at 128², objects zoomed 2x (train.zoom), 4 starts refined (infer.topk), 8 epochs
 #   full  all 12 categories, ResNet-50, the paper's sizes (use a GPU; PRETRAINED=resnet50.pth loads
 #         ImageNet weights in torchvision layout)
 # Only the number of evaluated images is set here (EVAL_LIMIT per category and occlusion level,
 # OOD_LIMIT per category and nuisance): they are options of `ntdm infer`, not config keys.
-# Overrides: EPOCHS=N (train.epochs); BACKBONE=effnet-lite0|small|small-s4 (train.backbone; small-s4 also
-# observes on a stride-2 grid and scores the pose grid at stride 8); OUT (default runs/synthetic-$SCALE).
+# Overrides: EPOCHS=N (train.epochs); BACKBONE=effnet-lite0|effnet-lite1|effnet-lite2|small|small-s4
+# (train.backbone; small-s4 also observes on a stride-2 grid and scores the pose grid at stride 8);
+# OUT (default runs/synthetic-$SCALE).
 # An interrupted training resumes from $OUT/model.h5.ckpt.h5; with model.h5 present training is skipped
 # (delete it, keep the checkpoint and raise EPOCHS to train on).
 # SCALE=demo makes the trained model the user's default model (`ntdm infer img.jpg` without --model;
@@ -35,9 +36,9 @@ OUT=${OUT:-runs/synthetic-$SCALE}
 SETS=()  # overrides of the settings file from the environment
 case "${BACKBONE:-}" in
   "") ;;
-  effnet-lite0|small) SETS+=(--set train.backbone=$BACKBONE) ;;
+  effnet-lite0|effnet-lite1|effnet-lite2|small) SETS+=(--set train.backbone=$BACKBONE) ;;
   small-s4) SETS+=(--set train.backbone=small-s4 --set train.observe_upsample=2 --set infer.grid_pool=2) ;;
-  *) echo "BACKBONE must be effnet-lite0, small or small-s4 (got $BACKBONE)" >&2; exit 2 ;;
+  *) echo "BACKBONE must be effnet-lite0, effnet-lite1, effnet-lite2, small or small-s4 (got $BACKBONE)" >&2; exit 2 ;;
 esac
 if [ -n "${EPOCHS:-}" ]; then SETS+=(--set train.epochs=$EPOCHS); fi
 ntdm() { command ntdm --config "$CONFIG" "${SETS[@]}" "$@"; }  # every command below reads the settings file
