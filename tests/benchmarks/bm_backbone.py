@@ -65,20 +65,13 @@ def main(argv=None):
                 b.eval()(x)
         return run
 
-    def train(b, inp):
-        def run():
-            b.train()
-            b.zero_grad(set_to_none=True)
-            b(inp).sum().backward()
-        return run
-
     rows = {"small": {}, "effnet-lite0": {}}
     for _ in range(2):  # interleave the two networks
         rows["small"]["infer"] = _time(infer(small), args.repeats)
         rows["effnet-lite0"]["infer"] = _time(infer(eff), args.repeats)
-        rows["small"]["train"] = _time(train(small, x), args.repeats)
-        rows["effnet-lite0"]["train"] = _time(train(eff, x), args.repeats)
-        rows["effnet-lite0"]["train_cached"] = _time(train(eff, cached), args.repeats)
+        rows["small"]["train"] = _time(_train_step(small, x), args.repeats)
+        rows["effnet-lite0"]["train"] = _time(_train_step(eff, x), args.repeats)
+        rows["effnet-lite0"]["train_cached"] = _time(_train_step(eff, cached), args.repeats)
     base = rows["small"]
     per_image = sum(t[0].numel() * t.element_size() for t in cached) / 1024
     print(f"backbone benchmark: batch {args.batch} × {args.crop}², d={args.dim}, {torch.get_num_threads()} threads, {dev}")
@@ -93,6 +86,15 @@ def main(argv=None):
     names = [v for v in args.variants.split(",") if v]
     if names:
         _variants(["effnet-lite0", *names], x, args, dev)
+
+
+def _train_step(b, inp):
+    """One training forward + backward of backbone ``b`` on ``inp`` (images or its cached body maps)."""
+    def run():
+        b.train()
+        b.zero_grad(set_to_none=True)
+        b(inp).sum().backward()
+    return run
 
 
 def _variants(names: list[str], x: torch.Tensor, args, dev: torch.device) -> None:
@@ -112,18 +114,11 @@ def _variants(names: list[str], x: torch.Tensor, args, dev: torch.device) -> Non
                 b.eval().prefix(x)
         return run
 
-    def step(b, cache):
-        def run():
-            b.train()
-            b.zero_grad(set_to_none=True)
-            b(cache).sum().backward()
-        return run
-
     rows = {n: {} for n in names}
     for _ in range(2):  # interleaved
         for n in names:
             rows[n]["body"] = _time(body(nets[n]), args.repeats)
-            rows[n]["step"] = _time(step(nets[n], caches[n]), args.repeats)
+            rows[n]["step"] = _time(_train_step(nets[n], caches[n]), args.repeats)
     base = rows[names[0]]
     print(f"{'backbone':<22}{'body pass (s)':>14}{'vs lite0':>10}{'cached step (s)':>17}{'vs lite0':>10}{'cache kB/img':>14}")
     for n in names:
