@@ -153,7 +153,7 @@ def test_pretrained_effnet_trains_with_a_cached_frozen_body(tiny_pipeline, tmp_p
     out = tmp_path / "effnet.h5"
     run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
             "-o", str(out), "--epochs", "3", *TINY_TRAIN, "--set", "train.backbone=effnet-lite0",
-            "--set", "train.class_calib_images=0", "--set", "train.lr=5e-3",
+            "--set", "train.class_calib_images=0", "--set", "train.lr=1e-3",  # the presets' rate; 5e-3 can overshoot in epoch 3
             "--set", "train.calib_every=10")  # ω fixed: the cross-category term stays comparable across epochs
     loss = read_artifact(out, "model")["curves/loss"]
     assert len(loss) == 3 and loss[2] < loss[1] < loss[0], loss
