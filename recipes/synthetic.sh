@@ -6,7 +6,7 @@
 # SCALE=tiny|demo|cpu|full picks the settings file configs/$SCALE.yaml (categories, images, deformer,
 # network, training and inference settings; every command below runs with --config on it):
 #   tiny  2 categories, a handful of images (the tests' pipeline; minutes)
-#   demo  6 categories x 300 images at 256², pretrained EfficientNet-Lite1, 8 epochs (make demo)
+#   demo  6 categories x 300 images at 256², pretrained EfficientNet-Lite0, 8 epochs (make demo)
 #   cpu   6 categories x 1000 images at 128², objects zoomed 2x (train.zoom), 4 starts refined (infer.topk), 8 epochs
 #   full  all 12 categories, ResNet-50, the paper's sizes (use a GPU; PRETRAINED=resnet50.pth loads
 #         ImageNet weights in torchvision layout)
