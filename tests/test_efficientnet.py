@@ -122,4 +122,3 @@ def test_partly_frozen_body_trains_its_last_blocks_from_the_cached_prefix():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in b._blocks[8].parameters())
     with pytest.raises(NtdmError, match="frozen_blocks"):
         b.freeze(3)
-

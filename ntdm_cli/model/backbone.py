@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ntdm_cli.errors import NtdmError, NtdmUsageError
-from ntdm_cli.model.efficientnet import EfficientNetLite, checkpoint_path, load_checkpoint, scale_input
+from ntdm_cli.model.efficientnet import VARIANTS, EfficientNetLite, checkpoint_path, load_checkpoint, scale_input
 
 STRIDE = 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -343,9 +343,7 @@ class EffNetLiteBackbone(nn.Module):
 
 BACKBONES = {"resnet50-ext": ResNetExt, "small": SmallBackbone,
              "small-s4": lambda dim: SmallBackbone(dim=dim, stride=4),
-             "effnet-lite0": lambda dim: EffNetLiteBackbone(dim, "lite0"),
-             "effnet-lite1": lambda dim: EffNetLiteBackbone(dim, "lite1"),
-             "effnet-lite2": lambda dim: EffNetLiteBackbone(dim, "lite2")}
+             **{f"effnet-{v}": (lambda dim, v=v: EffNetLiteBackbone(dim, v)) for v in VARIANTS}}
 
 
 def make_backbone(name: str, dim: int = 128) -> nn.Module:

