@@ -428,7 +428,8 @@ def test_refine_keeps_the_shape_plausible(tiny_pipeline):
 
 
 @pytest.mark.parametrize("key,value", [("scale_bound", -0.1), ("scale_bound", float("nan")),
-                                       ("polish_levels", -1), ("polish_step_deg", 0.0)])
+                                       ("polish_levels", -1), ("polish_step_deg", 0.0), ("pose_prior", -1.0),
+                                       ("pose_prior_outliers", 0.0), ("pose_prior_outliers", 1.0)])
 def test_search_options_are_validated(key, value):
     with pytest.raises(NtdmUsageError, match=f"infer.{key}"):
         InferConfig(**{key: value}).validate()
@@ -473,3 +474,87 @@ def test_solver_starts_are_separated(tiny_pipeline, init_poses):
                        for i in range(3) for j in range(i + 1, 3)]
     assert min(angles[60.0]) >= math.radians(60) - 1e-4
     assert min(angles[0.0]) < math.radians(60)
+
+
+def test_pose_prior_adds_its_negative_log_density_to_the_loss(tiny_pipeline):
+    """With a viewpoint prior the solver's loss is the evidence's loss plus weight · temperature ·
+    nll / cells of the scored map, also on a pooled copy (the grid) and with gradients to elevation
+    and theta; weight 0 scores the evidence alone. On features that favour no pose (all ties), the
+    pose at the prior's mean wins over the same pose rolled 30°."""
+    from ntdm_cli.model.pose_prior import PosePrior
+
+    model = load_model(tiny_pipeline.model)
+    deformer = model.deformers["car"].requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    tex = NeuralTexture(7, 32, 16, generator=g)
+    feats = F.normalize(torch.randn(1, 16, 16, 16, generator=g), dim=1)
+    bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    prior = PosePrior((0.15, 0.15), (0.0, 0.05), 0.07)
+    make = lambda th=(0.0, 0.52, -0.3): Hypotheses(torch.tensor([0.3, 0.3, 2.0]), torch.tensor([0.15, 0.15, 0.6]), torch.tensor(th),
+                              torch.tensor([5.0, 5.0, 5.0]), deformer.latents[[0, 0, 1]].float().clone(), torch.zeros(3, 3))
+    plain = RenderCompare(feats, deformer, tex, bank, InferConfig(init_distance=5.0), 5.0, (64.0, 64.0), STRIDE)
+    cfg = InferConfig(init_distance=5.0, pose_prior=2.0, pose_prior_outliers=0.2)
+    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (64.0, 64.0), STRIDE, prior=prior)
+    hyp = make()
+    expected = plain.losses(hyp) + 2.0 * 0.07 / 256 * prior.nll(hyp.elevation, hyp.theta, 0.2)
+    torch.testing.assert_close(rc.losses(hyp), expected)
+    coarse, coarse_plain = rc.pooled(2), plain.pooled(2)
+    torch.testing.assert_close(coarse.losses(hyp), coarse_plain.losses(hyp) + 2.0 * 0.07 / 256 * prior.nll(hyp.elevation, hyp.theta, 0.2))
+    off = RenderCompare(feats, deformer, tex, bank, dataclasses.replace(cfg, pose_prior=0.0), 5.0, (64.0, 64.0), STRIDE,
+                        prior=prior)
+    torch.testing.assert_close(off.losses(hyp), plain.losses(hyp))
+    grads = []
+    for scorer in (rc, plain):
+        hyp = make((0.0, 0.08, -0.06))  # within two standard deviations: far out the robust prior is flat
+        hyp.theta.requires_grad_(True)
+        grads.append(torch.autograd.grad(scorer.losses(hyp).sum(), hyp.theta)[0])
+    pull = grads[0] - grads[1]  # the prior's part: towards its mean theta 0
+    assert float(pull[0]) == pytest.approx(0.0, abs=1e-9) and float(pull[1]) > 0 and float(pull[2]) < 0
+    ties = RenderCompare(torch.zeros(1, 16, 16, 16), deformer, tex, bank, cfg, 5.0, (64.0, 64.0), STRIDE, prior=prior)
+    loss = ties.losses(make())
+    assert float(loss[0]) < float(loss[1])
+
+
+def test_pose_prior_density():
+    """PosePrior.fit takes the annotations' mean and standard deviation (theta wrapped, std floored);
+    nll is 0 at the mean, grows with the distance from it, is bounded by the outlier share and is
+    periodic in theta; its gradient is checked numerically."""
+    from ntdm_cli.model.pose_prior import MIN_STD, PosePrior, priors_from_json, priors_to_json
+
+    e = np.array([0.1, 0.2, 0.3, 0.4])
+    t = np.array([2 * math.pi - 0.02, 0.02, 0.0, 0.0])
+    p = PosePrior.fit(e, t, 0.07)
+    assert p.elevation == pytest.approx((e.mean(), e.std()))
+    assert p.theta[0] == pytest.approx(0.0, abs=1e-12) and p.theta[1] == MIN_STD  # wrapped, then floored
+    assert priors_from_json(priors_to_json({"car": p})) == {"car": p} and priors_from_json(None) == {}
+    el = torch.tensor([0.25, 0.35, 0.6, 1.4, 0.25], dtype=torch.float64)
+    th = torch.tensor([0.0, 0.0, 0.0, 0.0, 2 * math.pi], dtype=torch.float64)
+    nll = p.nll(el, th, 0.1)
+    assert float(nll[0]) == pytest.approx(0.0, abs=1e-12) and float(nll[4]) == pytest.approx(0.0, abs=1e-9)
+    assert 0 < nll[1] < nll[2] < nll[3]
+    bound = sum(-math.log(0.1 * sd * math.sqrt(2 * math.pi) / span) for sd, span in ((p.elevation[1], math.pi),
+                                                                                   (p.theta[1], 2 * math.pi)))
+    far = p.nll(torch.tensor([1.5], dtype=torch.float64), torch.tensor([3.0], dtype=torch.float64), 0.1)
+    assert 0.5 * bound < float(far) <= bound
+    x = (el[:4].clone().requires_grad_(True), (th[:4] + 0.03).requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda a, b: p.nll(a, b, 0.1), x)
+    with pytest.raises(ValueError):
+        PosePrior.fit([], [], 0.07)
+
+
+def test_trained_model_stores_the_pose_prior_of_its_training_annotations(tiny_pipeline):
+    """train-textures stores each category's prior: the robust Gaussian of its training images'
+    elevations and thetas (the calibration split left out), weighed by the training temperature."""
+    from ntdm_cli.model.pose_prior import PosePrior
+    from ntdm_cli.train.data import TrainingSet
+
+    model = load_model(tiny_pipeline.model)
+    priors = model.pose_priors
+    assert sorted(priors) == model.categories
+    ds = TrainingSet(tiny_pipeline.data, model.categories, "train")
+    train = ds.split(0.1).train
+    for c in model.categories:
+        vps = [ds.dataset.entries[i].record_object.viewpoint for i in train if ds.dataset.entries[i].category == c]
+        want = PosePrior.fit([v["elevation"] for v in vps], [v["theta"] for v in vps], 0.07)
+        assert priors[c].elevation == pytest.approx(want.elevation) and priors[c].theta == pytest.approx(want.theta)
+        assert priors[c].temperature == pytest.approx(0.07)

@@ -329,3 +329,55 @@ def test_zoom_enlarges_the_training_crops(tiny_pipeline, tmp_path):
             "-o", str(pred), "--set", "infer.steps=2")
     masks = read_artifact(pred, "predictions")
     assert len(masks["image_id"]) >= 1
+
+
+def test_refit_sets_each_texel_to_the_mean_of_its_observations(tiny_pipeline):
+    """Trainer.refit: every observed texel and bin becomes the α-weighted mean direction of all its
+    observations by the network in eval mode (computed here by the dense path, image by image), texels
+    nothing saw keep their value, and the bank is refilled with background cells' features."""
+    from ntdm_cli.train.cache import BodyCache
+    from ntdm_cli.train.data import TrainingSet, collate
+    from ntdm_cli.train.em import observe
+    from ntdm_cli.train.loop import load_deformers
+    from ntdm_cli.train.settings import TrainConfig
+    from ntdm_cli.train.trainer import Trainer
+    import torch.nn.functional as F
+
+    cats = sorted(p.stem for p in tiny_pipeline.deformers.glob("*.h5"))
+    deformers = load_deformers(sorted(tiny_pipeline.deformers.glob("*.h5")), "cpu")
+    cfg = TrainConfig(backbone="effnet-lite0", feature_dim=8, texture_size=16, observe_upsample=2, bank_size=32)
+    trainer, _ = Trainer.build(cfg, cats, deformers, "cpu")
+    trainer.backbone.fuse[1].running_mean.normal_()  # eval mode must differ from batch statistics
+    dataset = TrainingSet(tiny_pipeline.data, cats, "train")
+    rows = list(range(len(dataset)))
+    cache = BodyCache(trainer.backbone, dataset, rows, 4, "cpu", occlude=1.0, variants=1, upsample=2,
+                      planner=trainer.observation_plans)
+    before = [t.theta.clone() for t in trainer.textures]
+    batches = dataset.batches(rows, 4, torch.Generator().manual_seed(0))
+    got = trainer.refit((cache.batch(b) for b in batches), torch.Generator().manual_seed(1))
+    assert got["images"] == len(rows) and got["texels"] > 0 and got["bank"] == 32
+    numer = [torch.zeros(7, 16 * 16, 8) for _ in cats]
+    denom = [torch.zeros(7, 16 * 16) for _ in cats]
+    cells = []
+    trainer.backbone.eval()
+    with torch.no_grad():
+        for i in rows:
+            batch = collate([dataset[i]])
+            feats = trainer.backbone(batch["image"])
+            h, w = feats.shape[-2:]
+            surf = trainer.fine_surface(batch, (h, w))
+            obs = observe(F.interpolate(feats, size=(2 * h, 2 * w), mode="bilinear", align_corners=False),
+                          surf.uv, surf.mask, surf.alpha, 16)
+            c = int(batch["category"][0])
+            wgt = obs.alpha[0].reshape(7, -1) * obs.visible[0].reshape(1, -1)
+            numer[c] += wgt.unsqueeze(-1) * F.normalize(obs.features[0], dim=0).reshape(8, -1).T
+            denom[c] += wgt
+            cells.append(feats[0].reshape(8, -1).T)
+    for c, tex in enumerate(trainer.textures):
+        flat, old = tex.theta.view(7, -1, 8), before[c].view(7, -1, 8)
+        seen = denom[c] > 0
+        assert seen.any() and not seen.all()
+        torch.testing.assert_close(flat[seen], F.normalize(numer[c][seen], dim=-1), atol=2e-4, rtol=0)
+        assert torch.equal(flat[~seen], old[~seen])
+    nearest = (trainer.bank.features @ torch.cat(cells).T).amax(1)  # each bank row is some image's cell
+    assert torch.allclose(nearest, torch.ones(()), atol=1e-4)

@@ -255,6 +255,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     with torch.no_grad():  # once for every category's scorer and for the object-absent loss
         bg = background_scores(features, clutter, cfg.no_background)
     bg_loss = background_loss(bg).tolist()
+    priors = model.pose_priors
     solved: dict[tuple[int, str], tuple[SolveResult, RenderCompare]] = {}
     timing = [{"features": t_feat, "init": 0.0, "optimise": 0.0} for _ in inputs]
     for cat in model.categories:
@@ -262,7 +263,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         if not rows:
             continue
         rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
-                           (w / 2.0, h / 2.0), stride, bg=bg[rows])
+                           (w / 2.0, h / 2.0), stride, bg=bg[rows], prior=priors.get(cat))
         for r, (i, res) in enumerate(zip(rows, solve_batch(rc, cfg, generator))):
             solved[(i, cat)] = (res, rc, r)
             timing[i]["init"] += res.timing["init"]
@@ -331,7 +332,8 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
         else:
             crop_h, crop_w = inp.crop.shape[:2]
             rc = RenderCompare(features[i:i + 1], model.deformers[ann.category], model.textures[ann.category], clutter,
-                               cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), stride, bg=bg[i:i + 1])
+                               cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), stride, bg=bg[i:i + 1],
+                               prior=model.pose_priors.get(ann.category))
             row = 0
         hyp = annotation_hypothesis(ann, model.deformers[ann.category].num_latents, row, features.device)
         with torch.no_grad():

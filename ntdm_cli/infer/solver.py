@@ -4,7 +4,8 @@ Hypotheses (azimuth, elevation, theta, distance, latent z, scale s′) are score
 low-loss starts of the initial grid, viewing the object from directions ``separation_deg`` apart
 (:func:`separated_topk`), are then optimised together with Adam. A pixel inside the rendered
 silhouette is foreground when its feature matches the rendered feature better than the best background
-feature; the loss is 1 − mean over pixels of (f·f′ on foreground, max_β f·β elsewhere).
+feature; the loss is 1 − mean over pixels of (f·f′ on foreground, max_β f·β elsewhere), plus the
+category's viewpoint prior (model.pose_prior) when the model has one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from ntdm_cli.config import section
 from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.model.backbone import STRIDE
+from ntdm_cli.model.pose_prior import PosePrior
 from ntdm_cli.model.surface import rasterize_surface, render_covered
 from ntdm_cli.render import Viewpoint
 
@@ -57,6 +59,8 @@ class InferConfig:
     polish_iterations: int = 3  # moves tried per step size while one of them improves some hypothesis
     batch_images: int = 8  # images solved together (features, grid scoring and Adam in one batch)
     model: str = ""  # model artifact when --model and NTDM_MODEL are not given (ntdm_cli.model.default)
+    pose_prior: float = 1.0  # weight of the model's viewpoint prior in the loss (1: the posterior; 0: evidence only)
+    pose_prior_outliers: float = 0.1  # the prior's uniform share: bounds what an unusual pose costs
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):
@@ -77,6 +81,10 @@ class InferConfig:
             raise NtdmUsageError(f"infer.scale_bound must be ≥ 0, got {self.scale_bound!r}")
         if not (self.separation_deg >= 0 and self.separation_deg < 180):
             raise NtdmUsageError(f"infer.separation_deg must be in [0, 180), got {self.separation_deg!r}")
+        if not (self.pose_prior >= 0 and math.isfinite(self.pose_prior)):
+            raise NtdmUsageError(f"infer.pose_prior must be ≥ 0, got {self.pose_prior!r}")
+        if not 0 < self.pose_prior_outliers < 1:
+            raise NtdmUsageError(f"infer.pose_prior_outliers must be in (0, 1), got {self.pose_prior_outliers!r}")
         for name in ("lr", "lr_final_factor", "polish_step_deg"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -216,12 +224,16 @@ class RenderCompare:
 
     features: (B, d, h, w) unit image features (hypothesis n explains image ``hyp.image[n]``);
     bank: (M, d) background features (the whole bank, or :func:`bank_centres` of it); principal:
-    (px, py) crop pixels; stride: crop pixels per feature cell (the backbone's)."""
+    (px, py) crop pixels; stride: crop pixels per feature cell (the backbone's); prior: the category's
+    viewpoint prior (model.pose_prior), weighed against the evidence of the h·w cells of ``features``
+    (also when a pooled copy scores the grid), or None."""
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
                  bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE,
-                 bg: torch.Tensor | None = None):
+                 bg: torch.Tensor | None = None, prior: PosePrior | None = None):
         self.stride = float(stride)
+        self.prior = prior if cfg.pose_prior > 0 else None
+        self.cells = features.shape[-2] * features.shape[-1]
         self.bank = bank
         self.deformer = deformer
         self.template = deformer.template
@@ -285,7 +297,8 @@ class RenderCompare:
 
         A pixel scores max(f·rendered, background) on the object and its background score elsewhere,
         so the loss is 1 − (Σ_all bg + Σ_covered relu(f·rendered − bg)) / (h·w): only the M covered
-        pixels are rendered and compared (the per-image background sums are precomputed)."""
+        pixels are rendered and compared (the per-image background sums are precomputed). With a
+        viewpoint prior the loss adds its negative log-density in these units (model.pose_prior)."""
         surf = rasterize_surface(self.verts(hyp), self.template.faces, self.template.verts_uvs,
                                  self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), self.stride,
                                  self.num_bins, self.bin_temperature)
@@ -305,6 +318,9 @@ class RenderCompare:
             fg_pix = gain > 0
             base = self.bg_sum.index_select(0, img)
         loss = 1 - (base + fg_score.new_zeros(N).index_add(0, owner, gain)) / hw
+        if self.prior is not None:
+            loss = loss + self.prior.loss(hyp.elevation, hyp.theta, self.cells, self.cfg.pose_prior,
+                                          self.cfg.pose_prior_outliers)
         if return_maps:
             fg = torch.zeros(N * hw, dtype=torch.bool, device=fg_pix.device).index_copy(0, surf.idx, fg_pix)
             return loss, surf.mask, fg.view(N, self.h, self.w)

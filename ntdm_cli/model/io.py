@@ -4,7 +4,8 @@ training state needed to resume.
 
 Layout::
 
-    attrs: backbone, feature_dim, num_bins, texture_size, bin_temperature, categories (comma list)
+    attrs: backbone, feature_dim, num_bins, texture_size, bin_temperature, categories (comma list),
+           crop_hw, target_distance, zoom, pose_prior (JSON: each category's viewpoint prior)
     backbone/<state-dict key>            tensors of the feature extractor
     textures/<category>/theta            (b, q, q, d) float32
     textures/<category>/counts           (b, q, q) float32 accumulated visibility
@@ -31,6 +32,7 @@ from ntdm_cli.artifacts import read_artifact, write_artifact
 from ntdm_cli.errors import ArtifactError
 from ntdm_cli.geometry.deformer import Deformer, deformer_from_artifact_data, deformer_to_artifact_data
 from ntdm_cli.model.backbone import make_backbone
+from ntdm_cli.model.pose_prior import PosePrior, priors_from_json
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
 
 
@@ -48,7 +50,8 @@ class NTDMModel:
     omega: torch.Tensor | None = None
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     calibration: dict[str, np.ndarray] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)  # crop_hw "H,W", target_distance and zoom of the training crops
+    extra: dict = field(default_factory=dict)  # crop_hw "H,W", target_distance and zoom of the training crops;
+    #   pose_prior: the categories' viewpoint priors (model.pose_prior, JSON)
 
     @property
     def feature_dim(self) -> int:
@@ -67,6 +70,12 @@ class NTDMModel:
         """How many times larger than the dataset's own crops the training objects were (train.zoom;
         1 for models written before it was recorded)."""
         return float(self.extra.get("zoom", 1.0))
+
+    @property
+    def pose_priors(self) -> dict[str, PosePrior]:
+        """Each category's viewpoint prior, learned from its training annotations (empty for models
+        written before priors were stored)."""
+        return priors_from_json(self.extra.get("pose_prior"))
 
     def to(self, device) -> "NTDMModel":
         self.backbone.to(device)
@@ -135,7 +144,7 @@ def load_model(path, device="cpu", with_state: bool = False):
         deformers=deformers, bin_temperature=float(art.attrs.get("bin_temperature", 5.0)),
         omega=torch.from_numpy(np.asarray(omega)).float() if omega is not None else None,
         curves=dict(art.get("curves", {}) or {}), calibration=dict(art.get("calibration", {}) or {}),
-        extra={k: art.attrs[k] for k in ("crop_hw", "target_distance", "zoom") if k in art.attrs},
+        extra={k: art.attrs[k] for k in ("crop_hw", "target_distance", "zoom", "pose_prior") if k in art.attrs},
     ).to(device)
     if with_state:
         return model, art.get("train_state"), art

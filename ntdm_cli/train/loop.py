@@ -24,12 +24,13 @@ from ntdm_cli.console import info, progress
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.geometry.deformer import Deformer, load_deformer
 from ntdm_cli.model.backbone import feature_stride
+from ntdm_cli.model.pose_prior import PosePrior, priors_to_json
 from ntdm_cli.train import checkpoint as ckpt
 from ntdm_cli.train.cache import BodyCache
 from ntdm_cli.train.data import TrainingSet, collate
 from ntdm_cli.train.distributed import init_distributed, rank_and_world
 from ntdm_cli.train.losses import omega_from_confusion
-from ntdm_cli.train.settings import TrainConfig  # noqa: F401  (the ``train`` section)
+from ntdm_cli.train.settings import TrainConfig
 from ntdm_cli.train.trainer import Trainer, seeded
 
 #: the class calibration run after the last epoch: (trainer, training set, calibration indices) → the
@@ -91,6 +92,27 @@ def _run_epoch(trainer: Trainer, dataset: TrainingSet, train_rows: list[int], ep
     return sums, nb, nimg, nused, t0
 
 
+def pose_priors(dataset: TrainingSet, rows: list[int], temperature: float) -> dict[str, PosePrior]:
+    """Each category's viewpoint prior (model.pose_prior) from the annotations of the training ``rows``."""
+    views: dict[str, list[tuple[float, float]]] = {}
+    for i in rows:
+        e = dataset.dataset.entries[i]
+        vp = e.record_object.viewpoint
+        views.setdefault(e.category, []).append((vp["elevation"], vp["theta"]))  # radians
+    return {c: PosePrior.fit([v[0] for v in vs], [v[1] for v in vs], temperature) for c, vs in views.items()}
+
+
+def _plain_batches(dataset: TrainingSet, rows: list[int], cfg: TrainConfig, cache):
+    """This process's share of the training images in batches, without occluders: from ``cache``
+    (a train.cache.BodyCache) when there is one, else loaded."""
+    rank, world = rank_and_world()
+    batches = dataset.batches(rows, cfg.batch_size, seeded(cfg.seed, 6))[rank::world]
+    if cache is not None:
+        return (cache.batch(b) for b in batches)
+    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
+                                            collate_fn=collate, persistent_workers=False))
+
+
 def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: TrainConfig, device: torch.device,
                    config_yaml: str = "", resume: Path | None = None, pretrained: Path | None = None,
                    categories: list[str] | None = None, checkpoint: Path | None = None,
@@ -121,7 +143,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         if bad:
             raise NtdmError(f"{data_root}: {c} images use CAD index {min(bad) + 1} but its deformer has {n_cad} CADs")
     extra = {"crop_hw": f"{dataset.crop_hw[0]},{dataset.crop_hw[1]}",
-             "target_distance": float(dataset.target_distance), "zoom": float(cfg.zoom)}
+             "target_distance": float(dataset.target_distance), "zoom": float(cfg.zoom),
+             "pose_prior": priors_to_json(pose_priors(dataset, split.train, cfg.temperature))}
     trainer, frozen = Trainer.build(cfg, cats, deformers, device, pretrained, rank, extra)
     start_epoch = 0
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt.h5")
@@ -138,7 +161,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, seeded(cfg.seed, 0))) / world)
     cache = None
-    if frozen and start_epoch < cfg.epochs:  # with occluders: their cached variants, or the images to paste on
+    if frozen and (start_epoch < cfg.epochs or cfg.refit):  # with occluders: their cached variants, or the images to paste on
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
                           occlude=cfg.occlude, variants=cfg.occluder_variants, occlude_max=cfg.occlude_max,
                           upsample=cfg.observe_upsample, seed=cfg.seed, planner=trainer.observation_plans)
@@ -171,6 +194,11 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                 ckpt.snapshot(trainer, checkpoint, config_yaml, epoch=epoch + 1)
             if distributed:
                 dist.barrier()
+    if cfg.refit:
+        refit = trainer.refit(_plain_batches(dataset, split.train, cfg, cache), seeded(cfg.seed, 5))
+        if rank == 0:
+            info(f"textures and bank re-estimated by the final network on {refit['images']} training images "
+                 f"({refit['texels']} texels, {refit['bank']} background features)")
     class_cal: dict = {}
     if cfg.class_calib_images > 0 and split.calib and class_calibration is not None:  # every process solves its share
         class_cal = class_calibration(trainer, dataset, split.calib)
