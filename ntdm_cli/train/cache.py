@@ -111,14 +111,14 @@ class BodyCache:
         without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)), and ``image`` when
         the images are kept.
 
-        With occluded variants and a ``generator``, each image is shown as one of its variants with
-        probability ``occlude`` (drawn from ``generator``; without one, every image as it is), and ``hidden`` (B, h·up, w·up) / ``occluder_background``
+        With occluded variants, each image is shown as one of its variants with probability
+        ``occlude`` (drawn from ``generator``), and ``hidden`` (B, h·up, w·up) / ``occluder_background``
         (B, h, w) bool say which cells its occluder covers (all False for the images shown as they are)."""
         s8 = [self.maps[i][0] for i in rows]
         s16 = [self.maps[i][1] for i in rows]
         plans = [self.plans.get(i) for i in rows]
         out = collate([self.items[i] for i in rows])
-        if self.occluded and generator is not None:
+        if self.occluded:
             draws = torch.rand(len(rows), generator=generator).tolist()
             shown = [k for k, i in enumerate(rows) if i in self.occluded and draws[k] < self.occlude]
             if shown:

@@ -70,22 +70,6 @@ def image_loss(obs: SurfaceObservation, i: int, category: int, textures: list[Ne
                             class_negs, tau=cfg.tau, temperature=cfg.temperature, ml_weight=cfg.ml_weight)
 
 
-def texture_sums(obs: SurfaceObservation, feats: torch.Tensor, rows: list[int], tex: NeuralTexture,
-                 index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Σ α_b·f and Σ α_b over the images ``rows`` of a batch at the visible texels: feats (N, d, q, q)
-    unit surface features of ``obs``; index (K,) flat texel indices (None: all q²).
-    Returns numer (b, K, d) and denom (b, K)."""
-    b, q = tex.num_bins, tex.size
-    index = torch.arange(q * q, device=feats.device) if index is None else index
-    numer = torch.zeros(b, index.numel(), tex.dim, device=feats.device)
-    denom = torch.zeros(b, index.numel(), device=feats.device)
-    for i in rows:
-        w = obs.alpha[i].reshape(b, -1)[:, index] * obs.visible[i].reshape(1, -1)[:, index]
-        numer += w.unsqueeze(-1) * feats[i].reshape(tex.dim, -1)[:, index].T.unsqueeze(0)
-        denom += w
-    return numer, denom
-
-
 @torch.no_grad()
 def update_textures(obs: SurfaceObservation, categories: list[int], textures: list[NeuralTexture],
                     momentum: float, distributed: bool = False) -> None:
@@ -96,8 +80,14 @@ def update_textures(obs: SurfaceObservation, categories: list[int], textures: li
     feats = F.normalize(obs.features.detach(), dim=1)
     for c, tex in enumerate(textures):
         rows = [i for i, cat in enumerate(categories) if cat == c]
+        b, q = tex.num_bins, tex.size
         if distributed:
-            numer, denom = texture_sums(obs, feats, rows, tex)
+            numer = torch.zeros(b, q * q, tex.dim, device=tex.theta.device)
+            denom = torch.zeros(b, q * q, device=tex.theta.device)
+            for i in rows:
+                w = obs.alpha[i].reshape(b, -1) * obs.visible[i].reshape(1, -1)
+                numer += w.unsqueeze(-1) * feats[i].reshape(tex.dim, -1).T.unsqueeze(0)
+                denom += w
             dist.all_reduce(numer)
             dist.all_reduce(denom)
             index = (denom.sum(0) > 0).nonzero().squeeze(1)
@@ -106,13 +96,18 @@ def update_textures(obs: SurfaceObservation, categories: list[int], textures: li
             continue
         if not rows:
             continue
-        union = torch.zeros(tex.size * tex.size, dtype=torch.bool, device=tex.theta.device)
+        union = torch.zeros(q * q, dtype=torch.bool, device=tex.theta.device)
         for i in rows:
             union |= obs.visible[i].reshape(-1)
         index = union.nonzero().squeeze(1)
         if index.numel() == 0:
             continue
-        numer, denom = texture_sums(obs, feats, rows, tex, index)
+        numer = torch.zeros(b, index.numel(), tex.dim, device=tex.theta.device)
+        denom = torch.zeros(b, index.numel(), device=tex.theta.device)
+        for i in rows:
+            w = obs.alpha[i].reshape(b, -1)[:, index] * obs.visible[i].reshape(1, -1)[:, index]
+            numer += w.unsqueeze(-1) * feats[i].reshape(tex.dim, -1)[:, index].T.unsqueeze(0)
+            denom += w
         tex.momentum_update(index, numer, denom, momentum)
 
 

@@ -30,7 +30,7 @@ from ntdm_cli.train.cache import BodyCache
 from ntdm_cli.train.data import TrainingSet, collate
 from ntdm_cli.train.distributed import init_distributed, rank_and_world
 from ntdm_cli.train.losses import omega_from_confusion
-from ntdm_cli.train.settings import TrainConfig
+from ntdm_cli.train.settings import TrainConfig  # noqa: F401  (the ``train`` section)
 from ntdm_cli.train.trainer import Trainer, seeded
 
 #: the class calibration run after the last epoch: (trainer, training set, calibration indices) → the
@@ -102,17 +102,6 @@ def pose_priors(dataset: TrainingSet, rows: list[int], temperature: float) -> di
     return {c: PosePrior.fit([v[0] for v in vs], [v[1] for v in vs], temperature) for c, vs in views.items()}
 
 
-def _plain_batches(dataset: TrainingSet, rows: list[int], cfg: TrainConfig, cache):
-    """This process's share of the training images in batches, without occluders: from ``cache``
-    (a train.cache.BodyCache) when there is one, else loaded."""
-    rank, world = rank_and_world()
-    batches = dataset.batches(rows, cfg.batch_size, seeded(cfg.seed, 6))[rank::world]
-    if cache is not None:
-        return (cache.batch(b) for b in batches)
-    return iter(torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=cfg.workers,
-                                            collate_fn=collate, persistent_workers=False))
-
-
 def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: TrainConfig, device: torch.device,
                    config_yaml: str = "", resume: Path | None = None, pretrained: Path | None = None,
                    categories: list[str] | None = None, checkpoint: Path | None = None,
@@ -161,7 +150,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, seeded(cfg.seed, 0))) / world)
     cache = None
-    if frozen and (start_epoch < cfg.epochs or cfg.refit):  # with occluders: their cached variants, or the images to paste on
+    if frozen and start_epoch < cfg.epochs:  # with occluders: their cached variants, or the images to paste on
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
                           occlude=cfg.occlude, variants=cfg.occluder_variants, occlude_max=cfg.occlude_max,
                           upsample=cfg.observe_upsample, seed=cfg.seed, planner=trainer.observation_plans)
@@ -194,11 +183,6 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                 ckpt.snapshot(trainer, checkpoint, config_yaml, epoch=epoch + 1)
             if distributed:
                 dist.barrier()
-    if cfg.refit:
-        refit = trainer.refit(_plain_batches(dataset, split.train, cfg, cache), seeded(cfg.seed, 5))
-        if rank == 0:
-            info(f"textures and bank re-estimated by the final network on {refit['images']} training images "
-                 f"({refit['texels']} texels, {refit['bank']} background features)")
     class_cal: dict = {}
     if cfg.class_calib_images > 0 and split.calib and class_calibration is not None:  # every process solves its share
         class_cal = class_calibration(trainer, dataset, split.calib)

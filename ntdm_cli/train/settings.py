@@ -51,8 +51,6 @@ class TrainConfig:
     body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
     zoom: float = 1.0  # objects are preprocessed this many times larger than the dataset's own crops
     #   (target distance / zoom, crops × zoom): more feature cells on thin parts at zoom² the pixels
-    refit: bool = False  # after the last epoch, textures and bank re-estimated by the final network in
-    #   inference mode from every training image (Trainer.refit), instead of the last batches' momentum averages
     seed: int = 0
 
     def validate(self) -> None:

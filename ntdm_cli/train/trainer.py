@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from ntdm_cli.console import info
@@ -30,7 +29,7 @@ from ntdm_cli.render import Viewpoint
 from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.checkpoint import CURVES
 from ntdm_cli.train.distributed import all_gather_rows
-from ntdm_cli.train.em import background_features, image_loss, observe, texture_sums, update_textures
+from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
 from ntdm_cli.train.observation import ObservationPlan, object_cells, observe_planned, plan_observations
 from ntdm_cli.train.settings import TrainConfig
 
@@ -199,67 +198,6 @@ class Trainer:
         return {"loss": float(loss.detach()), "inner": sum(float(p.inner) for p in used) / n,
                 "cross": sum(float(p.cross) for p in used) / n, "ml": sum(float(p.ml) for p in used) / n,
                 "pairs": sum(p.pairs for p in used), "images": len(cats), "used": len(used)}
-
-    @torch.no_grad()
-    def refit(self, batches, generator: torch.Generator) -> dict:
-        """Re-estimate the textures and the background bank with the final network, as ``ntdm infer``
-        runs it (eval mode: BatchNorm's running statistics, float32).
-
-        During training a texel holds a momentum average of the last few batches that saw it, each
-        observed by a network still changing and normalised by its batch's statistics (one category
-        per batch). Here each texel and bin becomes the α-weighted mean direction of every training
-        observation (Σ α_b·f normalised); texels nothing observed keep their value. The bank is
-        refilled with ``bank_size`` features drawn from the background cells of the same images.
-
-        Args:
-            batches: collated training batches as ``step`` takes them (images, or cached body maps
-                with their observation plans), shown without occluders.
-            generator: the bank's draws.
-        Returns {"images": images seen, "texels": texels re-estimated, "bank": features in the new bank}."""
-        cfg, device = self.cfg, self.device
-        sums = [None] * len(self.textures)
-        background, images = [], 0
-        with evaluating(self.backbone):
-            for batch in batches:
-                cats = batch["category"].tolist()
-                feats = self.backbone(tuple(m.to(device) for m in batch["body"]) if "body" in batch
-                                      else batch["image"].to(device))  # (B, d, h, w)
-                h, w = feats.shape[-2:]
-                if "plans" in batch:
-                    obs = observe_planned(feats, batch["plans"], cfg.texture_size)
-                    on_object = torch.stack([p.on_object for p in batch["plans"]]).to(device)
-                else:
-                    up = cfg.observe_upsample
-                    surf = self.fine_surface(batch, (h, w))
-                    fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
-                    obs = observe(fine, surf.uv, surf.mask, surf.alpha, cfg.texture_size)
-                    on_object = object_cells(surf.mask, up)
-                unit = F.normalize(obs.features, dim=1)
-                for c in set(cats):
-                    numer, denom = texture_sums(obs, unit, [i for i, k in enumerate(cats) if k == c], self.textures[c])
-                    sums[c] = (numer, denom) if sums[c] is None else (sums[c][0] + numer, sums[c][1] + denom)
-                annotated = F.adaptive_max_pool2d(batch["mask"].float().unsqueeze(1).to(device), (h, w))[:, 0] > 0
-                background.append(background_features(feats, on_object | annotated, cfg.bank_per_image, generator))
-                images += len(cats)
-        texels = 0
-        for c, tex in enumerate(self.textures):
-            if sums[c] is None:
-                continue
-            numer, denom = sums[c]
-            if self.distributed:
-                dist.all_reduce(numer)
-                dist.all_reduce(denom)
-            seen = denom > 0  # (b, q²)
-            flat = tex.theta.view(tex.num_bins, -1, tex.dim)
-            flat[seen] = F.normalize(numer[seen], dim=-1)
-            texels += int(seen.any(0).sum())
-        bg = torch.cat(background) if background else feats.new_zeros(0, cfg.feature_dim)
-        if self.distributed:
-            bg = torch.cat(all_gather_rows(bg.float()))
-        if bg.shape[0]:
-            pick = torch.randperm(bg.shape[0], generator=generator)[: self.bank.features.shape[0]]
-            self.bank.push(bg[pick.to(bg.device)])
-        return {"images": images, "texels": texels, "bank": int(min(bg.shape[0], self.bank.features.shape[0]))}
 
     @torch.no_grad()
     def fine_surface(self, batch: dict, coarse_hw: tuple[int, int]):
