@@ -346,3 +346,20 @@ def test_resume_with_other_settings_names_them(tiny_pipeline, tmp_path, capsys):
                      "--set", "train.zoom=2", capsys=capsys)
     assert code == 2 and one_line(err) and "train.zoom is 1.0 there, 2.0 here" in err, err
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_damaged_pose_prior_names_the_model(tiny_pipeline, tmp_path, capsys):
+    """A model whose pose_prior attribute is not a table of priors (or has a zero spread) is refused
+    when it is loaded, with one line naming the file, and nothing is written."""
+    import h5py
+
+    img, out = _image(tiny_pipeline), tmp_path / "p.h5"
+    for bad in ("{not json", '{"car": {"elevation": [0.1]}}', '{"car": {"elevation": [0.1, 0], "theta": [0, 0.05], '
+                                                              '"temperature": 0.07}}'):
+        model = tmp_path / "m.h5"
+        shutil.copy(tiny_pipeline.model, model)
+        with h5py.File(model, "r+") as f:
+            f.attrs["pose_prior"] = bad
+        code, err = ntdm("infer", img, "--model", model, "-o", out, *FAST_INFER, capsys=capsys)
+        assert code == 1 and one_line(err) and "m.h5" in err and "pose_prior" in err, (bad, err)
+        assert not out.exists()

@@ -136,6 +136,7 @@ def load_model(path, device="cpu", with_state: bool = False):
                                            int(art["bank/ptr"]), int(art["bank/filled"]))
         deformers = {c: deformer_from_artifact_data(art[f"deformers/{c}"], where=f"{path}:deformers/{c}")
                      for c in categories}
+        priors_from_json(art.attrs.get("pose_prior"))  # a damaged prior is reported here, not mid-inference
     except (KeyError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{path}: damaged model artifact ({exc.__class__.__name__}: {exc})")
     omega = art.get("omega")

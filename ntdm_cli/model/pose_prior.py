@@ -80,8 +80,19 @@ def priors_to_json(priors: dict[str, PosePrior]) -> str:
 
 
 def priors_from_json(text: str | None) -> dict[str, PosePrior]:
-    """The priors stored by :func:`priors_to_json` (empty for models written before priors)."""
+    """The priors stored by :func:`priors_to_json` (empty for models written before priors).
+    Raises ValueError naming what is wrong when the text is not such a table."""
     if not text:
         return {}
-    raw = json.loads(str(text))
-    return {c: PosePrior(tuple(v["elevation"]), tuple(v["theta"]), float(v["temperature"])) for c, v in raw.items()}
+    try:
+        raw = json.loads(str(text))
+        out = {str(c): PosePrior((float(v["elevation"][0]), float(v["elevation"][1])),
+                                 (float(v["theta"][0]), float(v["theta"][1])), float(v["temperature"]))
+               for c, v in raw.items()}
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"pose_prior is not a table of viewpoint priors ({exc.__class__.__name__}: {exc})") from None
+    for c, p in out.items():
+        values = (*p.elevation, *p.theta, p.temperature)
+        if not all(math.isfinite(x) for x in values) or min(p.elevation[1], p.theta[1], p.temperature) <= 0:
+            raise ValueError(f"pose_prior of {c}: standard deviations and temperature must be positive and finite")
+    return out
