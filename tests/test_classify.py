@@ -2,6 +2,8 @@
 decision, and its place in train-textures (fitted after the last epoch) and infer (applied,
 probabilities and the pose of every category written)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -96,7 +98,13 @@ def test_training_fits_the_class_calibration(tiny_pipeline, tmp_path):
     assert n == 2  # one calibration image per category (8 images × calib_fraction 0.1)
     assert cal["class_losses"].shape == (n, 2) and np.isfinite(cal["class_losses"]).all()
     assert cal["class_background_loss"].shape == (n,)
-    assert (cal["class_losses"] <= cal["class_background_loss"][:, None] + 1e-6).all()  # never worse than no object
+    # never worse than no object but for the viewpoint prior's cost, at most its value farthest from the
+    # training poses (elevation −π/2, theta half a turn from the mean) on the unpooled feature map
+    model = load_model(tiny_pipeline.model)
+    cells = math.prod(int(x) // 8 for x in model.extra["crop_hw"].split(","))
+    cost = [float(q.loss(torch.tensor([-math.pi / 2]), torch.tensor([q.theta[0] + math.pi]), cells))
+            for q in (model.pose_priors[c] for c in model.categories)]
+    assert (cal["class_losses"] <= cal["class_background_loss"][:, None] + np.array(cost)[None] + 1e-6).all()
     assert sorted(cal["class_labels"].tolist()) == [0, 1]
     assert cal["class_weights"].shape == (2,) and (cal["class_weights"] > 0).all()
     evidence = cal["class_background_loss"][:, None] - cal["class_losses"]
