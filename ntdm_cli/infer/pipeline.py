@@ -321,6 +321,7 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
     out = [float("nan")] * len(inputs)
     refined = [float("nan")] * len(inputs)
     groups: dict[int, tuple[RenderCompare, list[int], list[Hypotheses]]] = {}
+    priors = model.pose_priors  # parsed once, not per image
     for i, inp in enumerate(inputs):
         ann = inp.annotation
         if ann is None or ann.category not in model.textures:
@@ -333,7 +334,7 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
             crop_h, crop_w = inp.crop.shape[:2]
             rc = RenderCompare(features[i:i + 1], model.deformers[ann.category], model.textures[ann.category], clutter,
                                cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), stride, bg=bg[i:i + 1],
-                               prior=model.pose_priors.get(ann.category))
+                               prior=priors.get(ann.category))
             row = 0
         hyp = annotation_hypothesis(ann, model.deformers[ann.category].num_latents, row, features.device)
         with torch.no_grad():
