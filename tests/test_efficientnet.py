@@ -122,3 +122,34 @@ def test_partly_frozen_body_trains_its_last_blocks_from_the_cached_prefix():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in b._blocks[8].parameters())
     with pytest.raises(NtdmError, match="frozen_blocks"):
         b.freeze(3)
+
+
+def test_folded_body_pass_equals_the_plain_one_and_is_only_used_when_nothing_trains():
+    """The fixed body's pass with BatchNorm folded into the convolutions (channels-last) gives the
+    plain pass's maps to float rounding, on odd image sizes too (TensorFlow padding), including the
+    running statistics loaded from the checkpoint; a body that trains keeps the plain pass, so its
+    gradients still reach the blocks' BatchNorms."""
+    b = make_backbone("effnet-lite0", 16)
+    b.load_pretrained()
+    b.freeze_body()
+    b.eval()
+    x = torch.rand(2, 3, 75, 98, generator=torch.Generator().manual_seed(3))
+    assert b._can_fold(len(b._blocks))
+    with torch.no_grad():
+        folded = b.prefix(x)
+    b._can_fold = lambda k: False  # the plain pass, same weights
+    with torch.no_grad():
+        plain = b.prefix(x)
+    del b._can_fold
+    for f, p in zip(folded, plain):
+        assert f.shape == p.shape and f.is_contiguous()
+        torch.testing.assert_close(f, p, rtol=1e-4, atol=1e-4 * p.abs().max().item())
+    b.freeze(0)  # fine-tuning: the body trains
+    b.train()
+    assert not b._can_fold(len(b._blocks))
+    b.eval()
+    assert not b._can_fold(len(b._blocks))  # eval mode but the parameters want gradients
+    with torch.no_grad():
+        assert b._can_fold(len(b._blocks))
+    b(x).sum().backward()
+    assert b._blocks[0]._bn1.weight.grad is not None and b._blocks[0]._bn1.weight.grad.abs().sum() > 0

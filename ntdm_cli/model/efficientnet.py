@@ -77,6 +77,20 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(same_padding(x, self.kernel_size[0], self.stride[0]))
 
+    def folded(self, x: torch.Tensor, bn: nn.BatchNorm2d, relu6: bool) -> torch.Tensor:
+        """``relu6(bn(self(x)))`` (or ``bn(self(x))``) with ``bn``'s running statistics folded into the
+        weights: one convolution with a bias, no BatchNorm pass. Inference only (eval-mode ``bn``, no
+        gradient). With stride 1 "same" padding is symmetric, so the convolution pads by itself."""
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        weight = self.weight * scale.view(-1, 1, 1, 1)
+        bias = bn.bias - bn.running_mean * scale
+        k, s = self.kernel_size[0], self.stride[0]
+        if s == 1:
+            y = F.conv2d(x, weight, bias, 1, (k - 1) // 2, 1, self.groups)
+        else:
+            y = F.conv2d(same_padding(x, k, s), weight, bias, s, 0, 1, self.groups)
+        return y.clamp_(0.0, 6.0) if relu6 else y
+
 
 class MBConv(nn.Module):
     """Inverted residual block: 1×1 expansion (ratio > 1), k×k depthwise, 1×1 projection; identity skip
@@ -102,6 +116,16 @@ class MBConv(nn.Module):
         y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return y + x if self.skip else y
+
+    def folded(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` with every BatchNorm folded into its convolution (:meth:`SameConv2d.folded`):
+        the same result to float rounding, for a block in eval mode under no gradient."""
+        y = x
+        if hasattr(self, "_expand_conv"):
+            y = self._expand_conv.folded(y, self._bn0, True)
+        y = self._depthwise_conv.folded(y, self._bn1, True)
+        y = self._project_conv.folded(y, self._bn2, False)
+        return y.add_(x) if self.skip else y
 
 
 def scale_input(images: torch.Tensor) -> torch.Tensor:

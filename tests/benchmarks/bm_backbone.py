@@ -9,12 +9,15 @@ Per batch of ``--batch`` crops of ``--crop``² pixels (the demo's: 8 × 128²):
 * the memory per cached image.
 
 Ratios are against ``small`` measured in the same process, interleaved (median of ``--repeats``).
+``--fold`` compares effnet-lite0's fixed body pass with BatchNorm folded into the convolutions
+(channels-last: what training's cache and inference run) against the plain pass (BatchNorm modules,
+default layout), at the crop and batch given (the demo's crops: ``--crop 352x416``).
 ``--variants`` adds rows for other effnet backbones (effnet-lite1, effnet-lite2):
 their body pass (``prefix``, what training caches once per image), their head step from the cache and
 their cache size, with ratios against effnet-lite0 measured in the same process.
 
     python -m tests.benchmarks.bm_backbone [--crop 128] [--batch 8] [--repeats 7] [--threads N]
-        [--variants effnet-lite1,effnet-lite2]
+        [--variants effnet-lite1,effnet-lite2] [--fold]
 """
 
 from __future__ import annotations
@@ -40,18 +43,24 @@ def _time(fn, repeats: int) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop", default="128", help="side, or HxW")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--fold", action="store_true", help="only the folded against the plain body pass")
     p.add_argument("--variants", default="", help="comma list of other effnet backbones to compare with effnet-lite0")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
-    x = torch.rand(args.batch, 3, args.crop, args.crop, generator=torch.Generator().manual_seed(0)).to(dev)
+    h, _, w = args.crop.partition("x")
+    hw = (int(h), int(w or h))
+    x = torch.rand(args.batch, 3, *hw, generator=torch.Generator().manual_seed(0)).to(dev)
+    if args.fold:
+        _fold(x, args, dev)
+        return
     small = make_backbone("small", args.dim).to(dev)
     eff = make_backbone("effnet-lite0", args.dim).to(dev)
     eff.load_pretrained()
@@ -74,7 +83,7 @@ def main(argv=None):
         rows["effnet-lite0"]["train_cached"] = _time(_train_step(eff, cached), args.repeats)
     base = rows["small"]
     per_image = sum(t[0].numel() * t.element_size() for t in cached) / 1024
-    print(f"backbone benchmark: batch {args.batch} × {args.crop}², d={args.dim}, {torch.get_num_threads()} threads, {dev}")
+    print(f"backbone benchmark: batch {args.batch} × {hw[0]}×{hw[1]}, d={args.dim}, {torch.get_num_threads()} threads, {dev}")
     print(f"{'network':<28}{'infer fwd (s)':>14}{'vs small':>10}{'train fwd+bwd (s)':>19}{'vs small':>10}")
     print(f"{'small (from scratch)':<28}{base['infer']:>14.4f}{1.0:>10.2f}{base['train']:>19.4f}{1.0:>10.2f}")
     e = rows["effnet-lite0"]
@@ -95,6 +104,32 @@ def _train_step(b, inp):
         b.zero_grad(set_to_none=True)
         b(inp).sum().backward()
     return run
+
+
+def _fold(x: torch.Tensor, args, dev: torch.device) -> None:
+    """effnet-lite0's fixed body pass, folded (the default) against plain, interleaved."""
+    b = make_backbone("effnet-lite0", args.dim).to(dev)
+    b.load_pretrained()
+    b.freeze_body()
+    b.eval()
+
+    def body(fold: bool):
+        def run():
+            b._can_fold = lambda k: fold
+            with torch.no_grad():
+                b.prefix(x)
+        return run
+
+    rows = {}
+    for _ in range(2):
+        rows["plain"] = _time(body(False), args.repeats)
+        rows["folded"] = _time(body(True), args.repeats)
+    del b._can_fold
+    print(f"effnet-lite0 fixed body pass: batch {args.batch} × {x.shape[-2]}×{x.shape[-1]}, "
+          f"{torch.get_num_threads()} threads, {dev}")
+    print(f"{'pass':<34}{'seconds':>10}{'speed-up':>10}{'images/s':>10}")
+    for name, label in (("plain", "plain (BatchNorm modules)"), ("folded", "folded, channels-last")):
+        print(f"{label:<34}{rows[name]:>10.4f}{rows['plain'] / rows[name]:>10.2f}{args.batch / rows[name]:>10.1f}")
 
 
 def _variants(names: list[str], x: torch.Tensor, args, dev: torch.device) -> None:
