@@ -231,7 +231,8 @@ class EffNetLiteBackbone(nn.Module):
     def __init__(self, dim: int = 128, variant: str = "lite0", width: int = 128):
         super().__init__()
         self.amp = False
-        self.channels_last = False  # the trained (plain) pass; the fixed body's folded pass is channels-last (prefix)
+        self.channels_last = False  # the plain pass's layout; the folded pass is always channels-last
+        self.fold_batchnorm = True  # the fixed body folds BatchNorm into its convolutions (prefix, _can_fold)
         self.variant = variant
         net = EfficientNetLite(variant, head=False)
         cut = max(i for i, s in enumerate(net.block_strides) if s == 16) + 1  # blocks up to stride 16
@@ -322,9 +323,12 @@ class EffNetLiteBackbone(nn.Module):
 
     def _can_fold(self, k: int) -> bool:
         """Whether the stem and the first ``k`` blocks may run with BatchNorm folded into the
-        convolutions, channels-last: all in eval mode and nothing to differentiate. That is the fixed
-        body of training's cache and every inference pass; folding makes them about 3× faster on a
-        CPU (``tests/benchmarks/bm_backbone.py --fold``) and changes the maps by float rounding only."""
+        convolutions, channels-last: ``fold_batchnorm`` set, all in eval mode and nothing to
+        differentiate. That is the fixed body of training's cache and every inference pass; folding
+        makes them about 3× faster on a CPU (``tests/benchmarks/bm_backbone.py --fold``) and changes
+        the maps by float rounding only."""
+        if not self.fold_batchnorm:
+            return False
         modules = [self._conv_stem, self._bn0, *self._blocks[:k]]
         if any(m.training for mod in modules for m in mod.modules()):
             return False

@@ -78,9 +78,10 @@ class SameConv2d(nn.Conv2d):
         return super().forward(same_padding(x, self.kernel_size[0], self.stride[0]))
 
     def folded(self, x: torch.Tensor, bn: nn.BatchNorm2d, relu6: bool) -> torch.Tensor:
-        """x (N, C_in, H, W) -> ``relu6(bn(self(x)))`` (or ``bn(self(x))``), (N, C_out, ⌈H/s⌉, ⌈W/s⌉), with ``bn``'s running statistics folded into the
-        weights: one convolution with a bias, no BatchNorm pass. Inference only (eval-mode ``bn``, no
-        gradient). With stride 1 "same" padding is symmetric, so the convolution pads by itself."""
+        """x (N, C_in, H, W) -> ``relu6(bn(self(x)))`` (or ``bn(self(x))``), (N, C_out, ⌈H/s⌉, ⌈W/s⌉),
+        with ``bn``'s running statistics folded into the weights: one convolution with a bias, no
+        BatchNorm pass. Inference only (eval-mode ``bn``, no gradient). With stride 1 "same" padding is
+        symmetric, so the convolution pads by itself."""
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         weight = self.weight * scale.view(-1, 1, 1, 1)
         bias = bn.bias - bn.running_mean * scale
@@ -118,8 +119,9 @@ class MBConv(nn.Module):
         return y + x if self.skip else y
 
     def folded(self, x: torch.Tensor) -> torch.Tensor:
-        """x (N, C_in, H, W) -> ``self(x)`` with every BatchNorm folded into its convolution (:meth:`SameConv2d.folded`):
-        the same result to float rounding, for a block in eval mode under no gradient."""
+        """x (N, C_in, H, W) -> ``self(x)`` with every BatchNorm folded into its convolution
+        (:meth:`SameConv2d.folded`): the same result to float rounding, for a block in eval mode under
+        no gradient."""
         y = x
         if hasattr(self, "_expand_conv"):
             y = self._expand_conv.folded(y, self._bn0, True)

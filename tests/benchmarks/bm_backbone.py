@@ -115,7 +115,7 @@ def _fold(x: torch.Tensor, args, dev: torch.device) -> None:
 
     def body(fold: bool):
         def run():
-            b._can_fold = lambda k: fold
+            b.fold_batchnorm = fold
             with torch.no_grad():
                 b.prefix(x)
         return run
@@ -124,7 +124,6 @@ def _fold(x: torch.Tensor, args, dev: torch.device) -> None:
     for _ in range(2):
         rows["plain"] = _time(body(False), args.repeats)
         rows["folded"] = _time(body(True), args.repeats)
-    del b._can_fold
     print(f"effnet-lite0 fixed body pass: batch {args.batch} × {x.shape[-2]}×{x.shape[-1]}, "
           f"{torch.get_num_threads()} threads, {dev}")
     print(f"{'pass':<34}{'seconds':>10}{'speed-up':>10}{'images/s':>10}")
