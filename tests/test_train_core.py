@@ -5,9 +5,11 @@ import torch.nn.functional as F
 
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture, viewing_coefficients
 from ntdm_cli.train.loop import TrainConfig
-from ntdm_cli.train.em import SurfaceObservation, background_features, image_loss, observe, update_textures
+from ntdm_cli.train.em import (SurfaceObservation, background_features, batch_loss, image_loss, observe,
+                              update_textures)
 from ntdm_cli.model.classifier import fast_class_scores
-from ntdm_cli.train.losses import contrastive_loss, omega_from_confusion, texel_uv
+from ntdm_cli.train.losses import (SoftmaxFirstCE, contrastive_loss, omega_from_confusion, tau_mask, texel_uv,
+                                  uv_sq_distance)
 from tests.helpers import smooth_uv_inputs
 
 
@@ -163,3 +165,89 @@ def test_finer_observation_grid_sees_thin_parts():
     assert counts[1][0] > 0  # the rod is on the feature map ...
     assert counts[1][1] <= 2  # ... but (almost) none of its texels is observed at stride 8
     assert counts[4][1] >= 20 * max(counts[1][1], 1)
+
+
+def _ce_oracle(pos, f, keys, bias, mask, kappa):
+    s = kappa * torch.bmm(f, keys.transpose(1, 2))
+    if bias is not None:
+        s = s + bias[:, None, :]
+    if mask is not None:
+        s = s.masked_fill(mask, float("-inf"))
+    return (torch.logsumexp(torch.cat([pos[..., None], s], -1), -1) - pos).mean(-1)
+
+
+def test_fused_cross_entropy_equals_autograd_and_passes_gradcheck():
+    """SoftmaxFirstCE against the plain expression (values and gradients), on unit vectors (shift by the
+    Cauchy–Schwarz bound) and on large unnormalised ones (exact row maxima), with masked pairs and
+    removed keys (−inf bias); and torch.autograd.gradcheck on every differentiable input."""
+    g = torch.Generator().manual_seed(0)
+    U, P, K, d = 3, 6, 9, 5
+    for unit, kappa in ((True, 1 / 0.07), (False, 20.0)):
+        f = torch.randn(U, P, d, generator=g, dtype=torch.float64)
+        keys = torch.randn(U, K, d, generator=g, dtype=torch.float64)
+        if unit:
+            f, keys = F.normalize(f, dim=-1), F.normalize(keys, dim=-1)
+        pos = (kappa * (f * F.normalize(torch.randn(U, P, d, generator=g, dtype=torch.float64), dim=-1)).sum(-1))
+        bias = torch.randn(U, K, generator=g, dtype=torch.float64)
+        bias[0, 2] = bias[1, :] = float("-inf")  # one key removed; image 1 has none left
+        mask = torch.rand(U, P, K, generator=g) < 0.3
+        for b, m in ((None, None), (bias, None), (None, mask), (bias, mask)):
+            ins = [t.clone().requires_grad_() for t in (pos, f, keys)] + ([b.clone().requires_grad_()] if b is not None else [])
+            fused = SoftmaxFirstCE.apply(ins[0], ins[1], ins[2], ins[3] if b is not None else None, m, kappa)
+            plain = _ce_oracle(ins[0], ins[1], ins[2], ins[3] if b is not None else None, m, kappa)
+            torch.testing.assert_close(fused, plain)
+            w = torch.randn(U, generator=g, dtype=torch.float64)
+            gf = torch.autograd.grad((fused * w).sum(), ins)
+            gp = torch.autograd.grad((plain * w).sum(), ins)
+            for a, e in zip(gf, gp):
+                torch.testing.assert_close(a, e.nan_to_num(0.0))  # the plain bias gradient is nan at −inf
+        partial = SoftmaxFirstCE.apply(pos, f, keys, bias, mask[..., :K - 3], kappa)  # a mask of the first keys
+        padded = torch.cat([mask[..., :K - 3], torch.zeros(U, P, 3, dtype=torch.bool)], -1)
+        torch.testing.assert_close(partial, _ce_oracle(pos, f, keys, bias, padded, kappa))
+        finite_bias = bias.clone()
+        finite_bias[~torch.isfinite(finite_bias)] = -2.0
+        ins = [t.clone().requires_grad_() for t in (pos, f, keys, finite_bias)]
+        assert torch.autograd.gradcheck(lambda p, x, k, b: SoftmaxFirstCE.apply(p, x, k, b, mask, kappa), ins)
+
+
+def test_tau_mask_equals_the_uv_distance_test():
+    g = torch.Generator().manual_seed(2)
+    for q, tau in ((64, 0.01), (16, 0.001), (32, 0.05)):
+        pos = torch.randint(q * q, (3, 50), generator=g)
+        neg = torch.randint(q * q, (3, 70), generator=g)
+        pos[0, :4] = torch.tensor([0, q - 1, q * q - 1, q * (q // 2)])  # the u seam and the corners
+        neg[0, :4] = torch.tensor([q - 1, 0, q * (q - 1), q * (q // 2) + q - 1])
+        expect = torch.stack([uv_sq_distance(texel_uv(pos[u], q), texel_uv(neg[u], q)) <= tau for u in range(3)])
+        got = tau_mask(pos, neg, q, tau)
+        assert torch.equal(got, expect) and 0 < int(got.sum()) < got.numel()
+
+
+def test_batch_loss_equals_the_per_image_losses():
+    """batch_loss draws what image_loss draws image by image and gives the same mean loss, parts, pair
+    count and feature gradients; an image with nothing visible is left out of both."""
+    g = torch.Generator().manual_seed(3)
+    q, d, b, B = 16, 8, 3, 5
+    tex = [NeuralTexture(b, q, d, generator=g) for _ in range(3)]
+    for t in tex:
+        t.counts[:, 2:12, 1:15] += 1
+    bank = BackgroundBank(20, d, generator=g)
+    omega = torch.tensor([[0.0, 0.4, 0.0], [0.2, 0.0, 0.7], [1.0, 1.0, 0.0]])  # 1, 2 and 2 other categories
+    feats = torch.randn(B, d, q, q, generator=g, requires_grad=True)
+    alpha = torch.softmax(torch.randn(B, b, q, q, generator=g), 1)
+    visible = torch.rand(B, q, q, generator=g) < 0.4
+    visible[2] = False
+    cats = [0, 1, 2, 1, 0]
+    obs = SurfaceObservation(feats, alpha, visible)
+    g_draws = torch.Generator().manual_seed(9)
+    per = [image_loss(obs, i, c, tex, bank, omega, small_cfg(), g_draws) for i, c in enumerate(cats)]
+    used = [p for p in per if p is not None]
+    expect = sum(p.total for p in used) / len(used)
+    (g_expect,) = torch.autograd.grad(expect, feats)
+    parts, idx = batch_loss(obs, cats, tex, bank, omega, small_cfg(), torch.Generator().manual_seed(9))
+    assert idx == [0, 1, 3, 4] and parts.inner.shape == (4,)
+    torch.testing.assert_close(parts.total, expect)
+    torch.testing.assert_close(parts.cross, torch.stack([p.cross for p in used]))
+    torch.testing.assert_close(parts.ml, torch.stack([p.ml for p in used]))
+    assert parts.pairs == sum(p.pairs for p in used)
+    (g_batch,) = torch.autograd.grad(parts.total, feats)
+    torch.testing.assert_close(g_batch, g_expect)

@@ -126,7 +126,8 @@ class NeuralTexture:
     def combined(self, alpha: torch.Tensor, texel_index: torch.Tensor) -> torch.Tensor:
         """Σ_b α_b Θ_b at flat texel indices: alpha (K, b), texel_index (K,) -> (K, d) unnormalised."""
         flat = self.theta.reshape(self.num_bins, -1, self.dim)  # (b, q², d)
-        return torch.einsum("kb,bkd->kd", alpha, flat[:, texel_index])
+        # a weighted sum over the few bins: einsum would run K tiny matrix products one by one
+        return (flat[:, texel_index] * alpha.T.unsqueeze(-1).to(flat.dtype)).sum(0)
 
     def prototypes(self, pooled: int) -> torch.Tensor:
         """Observed texture features pooled to pooled×pooled per bin, unit length: (P, d).

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
 from ntdm_cli.ops import image_to_surface
-from ntdm_cli.train.losses import LossParts, contrastive_loss, sample_indices, texel_uv
+from ntdm_cli.train.losses import (BatchLossParts, LossParts, batch_contrastive_loss, contrastive_loss,
+                                  sample_indices, texel_uv)
 
 
 @dataclass
@@ -40,34 +41,109 @@ def observe(features: torch.Tensor, uv: torch.Tensor, mask: torch.Tensor, alpha:
     return SurfaceObservation(surface[:, :d], surface[:, d:], visible)
 
 
-def image_loss(obs: SurfaceObservation, i: int, category: int, textures: list[NeuralTexture],
-               bank: BackgroundBank, omega: torch.Tensor, cfg, generator: torch.Generator) -> LossParts | None:
-    """Contrastive loss of image i (of category index ``category``); None when nothing is visible."""
-    tex = textures[category]
-    q = tex.size
+@dataclass
+class ImageDraws:
+    """The texels one image's contrastive loss contrasts, as flat texel indices: pos (P,) visible
+    texels (the positives), neg (M,) same-category texels (the negatives), and per other category with
+    ω > 0 its index, sampled texels (N,) and ω."""
+
+    pos: torch.Tensor
+    neg: torch.Tensor
+    others: list[tuple[int, torch.Tensor, float]]
+
+
+def draw_texels(obs: SurfaceObservation, i: int, category: int, textures: list[NeuralTexture],
+                omega: torch.Tensor, cfg, generator: torch.Generator) -> ImageDraws | None:
+    """The random draws of image i (of category index ``category``) from ``generator``, in a fixed
+    order: positives among its visible texels, negatives among the texture's observed texels (all
+    texels while fewer are observed than ``cfg.negatives``), then ``cfg.class_negatives`` observed texels
+    of each other category with ω > 0. None when nothing is visible (nothing is drawn)."""
+    q = textures[category].size
     vis_idx = obs.visible[i].reshape(-1).nonzero().squeeze(1)
     if vis_idx.numel() == 0:
         return None
     pos = sample_indices(vis_idx, cfg.positives, generator)
-    f = obs.features[i].reshape(obs.features.shape[1], -1)[:, pos].T  # (P, d)
-    f = F.normalize(f, dim=-1)
-    a = obs.alpha[i].reshape(obs.alpha.shape[1], -1)[:, pos].T.detach()  # (P, b)
-    theta_pos = F.normalize(tex.combined(a, pos), dim=-1)
-    a_mean = a.mean(0, keepdim=True)
-    observed = tex.observed()
+    observed = textures[category].observed()
     pool = observed if observed.numel() >= cfg.negatives else torch.arange(q * q, device=pos.device)
     neg = sample_indices(pool, cfg.negatives, generator)
-    theta_neg = F.normalize(tex.combined(a_mean.expand(neg.numel(), -1), neg), dim=-1)
-    class_negs = []
+    others = []
     for other, w in enumerate(omega[category].tolist()):
         if other == category or w <= 0:
             continue
+        others.append((other, sample_indices(textures[other].observed(), cfg.class_negatives, generator), float(w)))
+    return ImageDraws(pos, neg, others)
+
+
+def image_loss(obs: SurfaceObservation, i: int, category: int, textures: list[NeuralTexture],
+               bank: BackgroundBank, omega: torch.Tensor, cfg, generator: torch.Generator) -> LossParts | None:
+    """Contrastive loss of image i (of category index ``category``); None when nothing is visible.
+    The per-image oracle of :func:`batch_loss`."""
+    dr = draw_texels(obs, i, category, textures, omega, cfg, generator)
+    if dr is None:
+        return None
+    tex = textures[category]
+    q = tex.size
+    f = F.normalize(obs.features[i].reshape(obs.features.shape[1], -1)[:, dr.pos].T, dim=-1)  # (P, d)
+    a = obs.alpha[i].reshape(obs.alpha.shape[1], -1)[:, dr.pos].T.detach()  # (P, b)
+    theta_pos = F.normalize(tex.combined(a, dr.pos), dim=-1)
+    a_mean = a.mean(0, keepdim=True)
+    theta_neg = F.normalize(tex.combined(a_mean.expand(dr.neg.numel(), -1), dr.neg), dim=-1)
+    class_negs = []
+    for other, idx, w in dr.others:
         otex = textures[other]
-        idx = sample_indices(otex.observed(), cfg.class_negatives, generator)
-        ones = torch.full((idx.numel(), otex.num_bins), 1.0 / otex.num_bins, device=pos.device)
-        class_negs.append((F.normalize(otex.combined(ones, idx), dim=-1), float(w)))
-    return contrastive_loss(f, theta_pos, texel_uv(pos, q), theta_neg, texel_uv(neg, q), bank.active(),
+        ones = torch.full((idx.numel(), otex.num_bins), 1.0 / otex.num_bins, device=idx.device)
+        class_negs.append((F.normalize(otex.combined(ones, idx), dim=-1), w))
+    return contrastive_loss(f, theta_pos, texel_uv(dr.pos, q), theta_neg, texel_uv(dr.neg, q), bank.active(),
                             class_negs, tau=cfg.tau, temperature=cfg.temperature, ml_weight=cfg.ml_weight)
+
+
+def batch_loss(obs: SurfaceObservation, categories: list[int], textures: list[NeuralTexture],
+               bank: BackgroundBank, omega: torch.Tensor, cfg,
+               generator: torch.Generator) -> tuple[BatchLossParts | None, list[int]]:
+    """The contrastive losses of a batch's images computed together (train.losses.batch_contrastive_loss):
+    the same draws from ``generator`` and the same values as :func:`image_loss` image by image, with
+    the gathers of features, viewing coefficients and texture rows done once per batch and category.
+
+    Returns the parts of the images with a visible texel (None if there is none) and their indices."""
+    draws = [draw_texels(obs, i, c, textures, omega, cfg, generator) for i, c in enumerate(categories)]
+    used = [i for i, dr in enumerate(draws) if dr is not None]
+    if not used:
+        return None, used
+    sizes = {textures[categories[i]].size for i in used}
+    if len(sizes) != 1:
+        raise ValueError(f"batch_loss: textures of different sizes {sorted(sizes)} in one batch")
+    dev = obs.features.device
+    U, d, nb = len(used), obs.features.shape[1], obs.alpha.shape[1]
+    rows = torch.tensor(used, device=dev)
+    pos = torch.stack([draws[i].pos for i in used])  # (U, P)
+    neg = torch.stack([draws[i].neg for i in used])  # (U, M)
+    # texel-major views (N, q², d) and (N, q², b): free for the observations train.observation makes
+    feats = obs.features.permute(0, 2, 3, 1).reshape(obs.features.shape[0], -1, d)
+    alpha = obs.alpha.detach().permute(0, 2, 3, 1).reshape(obs.alpha.shape[0], -1, nb)
+    f = F.normalize(feats[rows[:, None], pos], dim=-1)  # (U, P, d)
+    a = alpha[rows[:, None], pos].transpose(1, 2)  # (U, b, P)
+    theta_pos = f.new_empty(f.shape)
+    theta_neg = f.new_empty(U, neg.shape[1], d)
+    cats = torch.tensor([categories[i] for i in used], device=dev)
+    for c in cats.unique().tolist():  # one texture per category: a batch usually holds one
+        k = (cats == c).nonzero().squeeze(1)
+        flat = textures[c].theta.reshape(nb, -1, d)  # (b, q², d)
+        theta_pos[k] = (flat[:, pos[k]] * a[k].permute(1, 0, 2).unsqueeze(-1)).sum(0)  # Σ_b α_b Θ_b
+        theta_neg[k] = (flat[:, neg[k]] * a[k].mean(-1).T[:, :, None, None]).sum(0)
+    theta_pos, theta_neg = F.normalize(theta_pos, dim=-1), F.normalize(theta_neg, dim=-1)
+    ncls = max(sum(idx.numel() for _, idx, _ in draws[i].others) for i in used)
+    class_keys = f.new_zeros(U, ncls, d)
+    class_log_w = f.new_full((U, ncls), float("-inf"))
+    for u, i in enumerate(used):
+        at = 0
+        for other, idx, w in draws[i].others:
+            flat = textures[other].theta.reshape(textures[other].num_bins, -1, d)
+            class_keys[u, at:at + idx.numel()] = F.normalize(flat[:, idx].mean(0), dim=-1)  # uniform α
+            class_log_w[u, at:at + idx.numel()] = torch.log(torch.tensor(w, dtype=f.dtype))
+            at += idx.numel()
+    parts = batch_contrastive_loss(f, theta_pos, pos, theta_neg, neg, bank.active(), class_keys, class_log_w,
+                                   sizes.pop(), tau=cfg.tau, temperature=cfg.temperature, ml_weight=cfg.ml_weight)
+    return parts, used
 
 
 @torch.no_grad()
@@ -77,7 +153,10 @@ def update_textures(obs: SurfaceObservation, categories: list[int], textures: li
 
     With ``distributed``, numerators and denominators are summed over all processes first, so every
     process applies the same update."""
-    feats = F.normalize(obs.features.detach(), dim=1)
+    N, d = obs.features.shape[:2]
+    # texel-major views (N, q², d) and (N, q², b): free for the observations train.observation makes
+    feats = obs.features.detach().permute(0, 2, 3, 1).reshape(N, -1, d)
+    alpha = obs.alpha.detach().permute(0, 2, 3, 1).reshape(N, feats.shape[1], -1)
     for c, tex in enumerate(textures):
         rows = [i for i, cat in enumerate(categories) if cat == c]
         b, q = tex.num_bins, tex.size
@@ -85,8 +164,8 @@ def update_textures(obs: SurfaceObservation, categories: list[int], textures: li
             numer = torch.zeros(b, q * q, tex.dim, device=tex.theta.device)
             denom = torch.zeros(b, q * q, device=tex.theta.device)
             for i in rows:
-                w = obs.alpha[i].reshape(b, -1) * obs.visible[i].reshape(1, -1)
-                numer += w.unsqueeze(-1) * feats[i].reshape(tex.dim, -1).T.unsqueeze(0)
+                w = (alpha[i] * obs.visible[i].reshape(-1, 1)).T  # (b, q²)
+                numer += w.unsqueeze(-1) * F.normalize(feats[i], dim=-1).unsqueeze(0)
                 denom += w
             dist.all_reduce(numer)
             dist.all_reduce(denom)
@@ -96,19 +175,17 @@ def update_textures(obs: SurfaceObservation, categories: list[int], textures: li
             continue
         if not rows:
             continue
-        union = torch.zeros(q * q, dtype=torch.bool, device=tex.theta.device)
-        for i in rows:
-            union |= obs.visible[i].reshape(-1)
-        index = union.nonzero().squeeze(1)
+        r = torch.tensor(rows, device=tex.theta.device)
+        vis = obs.visible[r].reshape(len(rows), -1)  # (R, q²)
+        index = vis.any(0).nonzero().squeeze(1)  # the texels any image of the category sees
         if index.numel() == 0:
             continue
+        f = F.normalize(feats[r[:, None], index], dim=-1)  # (R, K, d)
+        w = alpha[r[:, None], index] * vis[:, index, None]  # (R, K, b)
         numer = torch.zeros(b, index.numel(), tex.dim, device=tex.theta.device)
-        denom = torch.zeros(b, index.numel(), device=tex.theta.device)
-        for i in rows:
-            w = obs.alpha[i].reshape(b, -1)[:, index] * obs.visible[i].reshape(1, -1)[:, index]
-            numer += w.unsqueeze(-1) * feats[i].reshape(tex.dim, -1)[:, index].T.unsqueeze(0)
-            denom += w
-        tex.momentum_update(index, numer, denom, momentum)
+        for k in range(len(rows)):  # one fused multiply-add per image beats a (R, b, K, d) product
+            numer.addcmul_(w[k].T.unsqueeze(-1), f[k].unsqueeze(0))
+        tex.momentum_update(index, numer, w.sum(0).T, momentum)
 
 
 def background_features(features: torch.Tensor, object_mask: torch.Tensor, per_image: int,

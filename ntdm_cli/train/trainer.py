@@ -29,7 +29,7 @@ from ntdm_cli.render import Viewpoint
 from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.checkpoint import CURVES
 from ntdm_cli.train.distributed import all_gather_rows
-from ntdm_cli.train.em import background_features, image_loss, observe, update_textures
+from ntdm_cli.train.em import background_features, batch_loss, observe, update_textures
 from ntdm_cli.train.observation import ObservationPlan, object_cells, observe_planned, plan_observations
 from ntdm_cli.train.settings import TrainConfig
 
@@ -175,11 +175,9 @@ class Trainer:
                 seen = seen & ~hidden
             obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
             on_object = object_cells(surf.mask, up)  # (B, h, w)
-        parts = [image_loss(obs, i, c, self.textures, self.bank, self.omega, cfg, generator)
-                 for i, c in enumerate(cats)]
-        used = [p for p in parts if p is not None]
-        if used:
-            loss = sum(p.total for p in used) / len(used)
+        parts, used = batch_loss(obs, cats, self.textures, self.bank, self.omega, cfg, generator)
+        if parts is not None:
+            loss = parts.total
         else:  # nothing visible in this batch: a zero loss that still touches every parameter (DDP)
             loss = feats.sum() * 0.0
         self.optimizer.zero_grad(set_to_none=True)
@@ -194,10 +192,12 @@ class Trainer:
         if self.distributed:
             bg = torch.cat(all_gather_rows(bg.float()))
         self.bank.push(bg)
-        n = max(len(used), 1)
-        return {"loss": float(loss.detach()), "inner": sum(float(p.inner) for p in used) / n,
-                "cross": sum(float(p.cross) for p in used) / n, "ml": sum(float(p.ml) for p in used) / n,
-                "pairs": sum(p.pairs for p in used), "images": len(cats), "used": len(used)}
+        out = {"loss": float(loss.detach()), "inner": 0.0, "cross": 0.0, "ml": 0.0, "pairs": 0,
+               "images": len(cats), "used": len(used)}
+        if parts is not None:
+            out.update(inner=float(parts.inner.mean()), cross=float(parts.cross.mean()), ml=float(parts.ml.mean()),
+                       pairs=parts.pairs)
+        return out
 
     @torch.no_grad()
     def fine_surface(self, batch: dict, coarse_hw: tuple[int, int]):
