@@ -212,7 +212,8 @@ def test_fused_cross_entropy_equals_autograd_and_passes_gradcheck():
 
 def test_tau_mask_equals_the_uv_distance_test():
     g = torch.Generator().manual_seed(2)
-    for q, tau in ((64, 0.01), (16, 0.001), (32, 0.05)):
+    # 256²: the paper's texture size; τ 0.3 on it: a threshold past int16
+    for q, tau in ((64, 0.01), (16, 0.001), (32, 0.05), (256, 0.01), (256, 0.3)):
         pos = torch.randint(q * q, (3, 50), generator=g)
         neg = torch.randint(q * q, (3, 70), generator=g)
         pos[0, :4] = torch.tensor([0, q - 1, q * q - 1, q * (q // 2)])  # the u seam and the corners

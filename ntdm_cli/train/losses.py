@@ -186,7 +186,8 @@ def tau_mask(pos_index: torch.Tensor, neg_index: torch.Tensor, size: int, tau: f
     Exact: texel UVs are multiples of 1 / (2·size), so their squared distances are the integers
     dx² + dy² over size², and the test is an integer threshold. Per image the (size, M) tables of
     dx² and dy² to each negative are gathered at the positives' columns and rows: two row gathers, a
-    sum and a comparison on int16, instead of about ten float passes."""
+    sum and a comparison on int16 (int32 for thresholds above 16383), instead of about ten float
+    passes."""
     q = int(size)
     steps = torch.arange(2 * q * q + 1, dtype=torch.float64, device=pos_index.device)
     thr = int((steps / (q * q) <= float(torch.tensor(tau, dtype=torch.float32))).sum()) - 1  # largest dx²+dy² kept
@@ -196,7 +197,11 @@ def tau_mask(pos_index: torch.Tensor, neg_index: torch.Tensor, size: int, tau: f
     dx = (v[None, :, None] - nx[:, None, :]).abs()  # (U, q, M)
     dx = torch.minimum(dx, q - dx)
     dy = v[None, :, None] - ny[:, None, :]
-    dx2, dy2 = (dx * dx).to(torch.int16), (dy * dy).to(torch.int16)
+    # squares above the threshold only need to stay above it: clamped there, they fit in int16 (and
+    # so does their sum) unless the threshold itself is large
+    cap = thr + 1
+    kind = torch.int16 if 2 * cap <= torch.iinfo(torch.int16).max else torch.int32
+    dx2, dy2 = (dx * dx).clamp_max(cap).to(kind), (dy * dy).clamp_max(cap).to(kind)
     u = torch.arange(pos_index.shape[0], device=pos_index.device)[:, None]
     return (dx2[u, px] + dy2[u, py]) <= thr
 
