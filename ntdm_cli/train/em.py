@@ -104,14 +104,12 @@ def batch_loss(obs: SurfaceObservation, categories: list[int], textures: list[Ne
     the same draws from ``generator`` and the same values as :func:`image_loss` image by image, with
     the gathers of features, viewing coefficients and texture rows done once per batch and category.
 
+    All textures have one size, as a model's do (``train.texture_size``).
     Returns the parts of the images with a visible texel (None if there is none) and their indices."""
     draws = [draw_texels(obs, i, c, textures, omega, cfg, generator) for i, c in enumerate(categories)]
     used = [i for i, dr in enumerate(draws) if dr is not None]
     if not used:
         return None, used
-    sizes = {textures[categories[i]].size for i in used}
-    if len(sizes) != 1:
-        raise ValueError(f"batch_loss: textures of different sizes {sorted(sizes)} in one batch")
     dev = obs.features.device
     U, d, nb = len(used), obs.features.shape[1], obs.alpha.shape[1]
     rows = torch.tensor(used, device=dev)
@@ -142,7 +140,7 @@ def batch_loss(obs: SurfaceObservation, categories: list[int], textures: list[Ne
             class_log_w[u, at:at + idx.numel()] = torch.log(torch.tensor(w, dtype=f.dtype))
             at += idx.numel()
     parts = batch_contrastive_loss(f, theta_pos, pos, theta_neg, neg, bank.active(), class_keys, class_log_w,
-                                   sizes.pop(), tau=cfg.tau, temperature=cfg.temperature, ml_weight=cfg.ml_weight)
+                                   textures[0].size, tau=cfg.tau, temperature=cfg.temperature, ml_weight=cfg.ml_weight)
     return parts, used
 
 
