@@ -329,3 +329,45 @@ def test_zoom_enlarges_the_training_crops(tiny_pipeline, tmp_path):
             "-o", str(pred), "--set", "infer.steps=2")
     masks = read_artifact(pred, "predictions")
     assert len(masks["image_id"]) >= 1
+
+
+def test_refit_textures_from_the_cache_equals_the_images_and_ignores_occluders(tiny_pipeline):
+    """loop.refit_textures re-estimates every texture under the final network in evaluation mode:
+    from a body cache (observation plans; its occluded variants are not shown) it gives what the
+    images give one by one through the dense path, and the bank is refilled with
+    background features of those images."""
+    from ntdm_cli.console import progress
+    from ntdm_cli.train.cache import BodyCache
+    from ntdm_cli.train.data import TrainingSet
+    from ntdm_cli.train.loop import load_deformers, refit_textures
+    from ntdm_cli.train.settings import TrainConfig
+    from ntdm_cli.train.trainer import Trainer
+
+    cats = sorted(p.stem for p in tiny_pipeline.deformers.glob("*.h5"))
+    deformers = load_deformers(sorted(tiny_pipeline.deformers.glob("*.h5")), "cpu")
+    dataset = TrainingSet(tiny_pipeline.data, cats, "train")
+    rows = list(range(len(dataset)))
+
+    def refit(batch_size: int, with_cache: bool):
+        cfg = TrainConfig(backbone="effnet-lite0", feature_dim=8, texture_size=16, batch_size=batch_size,
+                          bank_size=16, workers=0)
+        torch.manual_seed(0)  # the head's initial weights
+        trainer, _ = Trainer.build(cfg, cats, deformers, "cpu")
+        cache = None
+        if with_cache:
+            cache = BodyCache(trainer.backbone, dataset, rows, batch_size, "cpu", occlude=1.0, variants=1,
+                              upsample=cfg.observe_upsample, planner=trainer.observation_plans)
+            assert cache.occluded
+        old = [t.theta.clone() for t in trainer.textures]
+        bank = trainer.bank.features.clone()
+        with progress() as prog:
+            refit_textures(trainer, dataset, rows, cache, prog)
+        for t, o in zip(trainer.textures, old):
+            assert (t.theta != o).any(-1).sum() > 10  # observed texels moved
+        assert not torch.equal(trainer.bank.features, bank)
+        return trainer
+
+    cached, dense = refit(4, True), refit(1, False)  # images one by one through the dense path
+    for a, b in zip(cached.textures, dense.textures):
+        assert torch.allclose(a.theta, b.theta, atol=1e-4)
+    assert torch.allclose(cached.bank.features, dense.bank.features, atol=1e-4)

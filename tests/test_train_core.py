@@ -252,3 +252,31 @@ def test_batch_loss_equals_the_per_image_losses():
     assert parts.pairs == sum(p.pairs for p in used)
     (g_batch,) = torch.autograd.grad(parts.total, feats)
     torch.testing.assert_close(g_batch, g_expect)
+
+
+def test_refit_is_the_alpha_weighted_mean_direction():
+    """NeuralTexture.refit: each bin of a seen texel becomes normalize(Σ α_b f/|f| + prior·Θ_b), texels
+    and bins nobody saw keep their value, and counts stay as training left them."""
+    from ntdm_cli.train.em import full_texel_sums, texel_sums
+
+    g = torch.Generator().manual_seed(3)
+    tex = NeuralTexture(3, 8, 4, generator=g)
+    before, counts = tex.theta.clone(), tex.counts.clone()
+    feats = torch.randn(2, 4, 8, 8, generator=g) * 3  # not unit length: the mean is of directions
+    visible = torch.zeros(2, 8, 8, dtype=torch.bool)
+    visible[0, :4] = True
+    visible[1, 2:6] = True
+    alpha = torch.zeros(2, 3, 8, 8)
+    alpha[:, 0] = 0.6
+    alpha[:, 1] = 0.4  # bin 2 sees nothing
+    obs = SurfaceObservation(feats, alpha * visible[:, None], visible)
+    numer, denom = full_texel_sums(texel_sums(obs, [0, 1], 3), tex)
+    tex.refit(numer, denom, prior=0.5)
+    unit = F.normalize(feats, dim=1).permute(0, 2, 3, 1)  # (2, q, q, d)
+    for b, a in ((0, 0.6), (1, 0.4)):
+        summed = a * (unit[0] * visible[0, ..., None] + unit[1] * visible[1, ..., None])
+        expect = F.normalize(summed + 0.5 * before[b], dim=-1)
+        seen = visible.any(0)
+        torch.testing.assert_close(tex.theta[b][seen], expect[seen])
+        assert torch.equal(tex.theta[b][~seen], before[b][~seen])
+    assert torch.equal(tex.theta[2], before[2]) and torch.equal(tex.counts, counts)

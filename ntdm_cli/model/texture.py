@@ -109,6 +109,21 @@ class NeuralTexture:
         flat[:, index] = new
         self.counts.view(b, q * q)[:, index] += denom
 
+    @torch.no_grad()
+    def refit(self, numer: torch.Tensor, denom: torch.Tensor, prior: float = 1.0) -> None:
+        """Θ_b ← normalize(numer_b + prior · Θ_b) where denom_b > 0: the α-weighted mean direction of
+        every feature observed at a texel, the current Θ_b counting as ``prior`` observations (it
+        decides bins that saw a texel only at a grazing angle).
+
+        Args:
+            numer: (b, q², d) Σ over images of α_b · f/|f| at each texel.
+            denom: (b, q²) Σ over images of α_b where the texel is visible.
+        ``counts`` is left as training accumulated it."""
+        b, q, _, d = self.theta.shape
+        flat = self.theta.view(b, q * q, d)
+        new = F.normalize(numer.to(flat) + prior * flat, dim=-1)
+        flat.copy_(torch.where((denom > 0).unsqueeze(-1), new, flat))
+
     def observed(self) -> torch.Tensor:
         """Flat indices (K,) of the texels any bin has observed (all texels before the first update).
 

@@ -106,19 +106,20 @@ class BodyCache:
             self.occluded.setdefault(rows[j], []).append((s8[k].half(), s16[k].half(), hidden[k].clone(),
                                                           background[k].clone(), None if plans is None else plans[k]))
 
-    def batch(self, rows: list[int], generator: torch.Generator | None = None) -> dict:
+    def batch(self, rows: list[int], generator: torch.Generator | None = None, occluded: bool = True) -> dict:
         """The collated batch of training indices ``rows`` (one category): train.data.collate's keys
         without ``image``, plus ``body`` = (s8 (B, c8, h, w), s16 (B, c16, h/2, w/2)), and ``image`` when
         the images are kept.
 
         With occluded variants, each image is shown as one of its variants with probability
         ``occlude`` (drawn from ``generator``), and ``hidden`` (B, h·up, w·up) / ``occluder_background``
-        (B, h, w) bool say which cells its occluder covers (all False for the images shown as they are)."""
+        (B, h, w) bool say which cells its occluder covers (all False for the images shown as they are).
+        ``occluded=False`` shows every image as it is (and draws nothing)."""
         s8 = [self.maps[i][0] for i in rows]
         s16 = [self.maps[i][1] for i in rows]
         plans = [self.plans.get(i) for i in rows]
         out = collate([self.items[i] for i in rows])
-        if self.occluded:
+        if self.occluded and occluded:
             draws = torch.rand(len(rows), generator=generator).tolist()
             shown = [k for k, i in enumerate(rows) if i in self.occluded and draws[k] < self.occlude]
             if shown:

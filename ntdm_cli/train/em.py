@@ -151,39 +151,56 @@ def update_textures(obs: SurfaceObservation, categories: list[int], textures: li
 
     With ``distributed``, numerators and denominators are summed over all processes first, so every
     process applies the same update."""
-    N, d = obs.features.shape[:2]
-    # texel-major views (N, q², d) and (N, q², b): free for the observations train.observation makes
-    feats = obs.features.detach().permute(0, 2, 3, 1).reshape(N, -1, d)
-    alpha = obs.alpha.detach().permute(0, 2, 3, 1).reshape(N, feats.shape[1], -1)
     for c, tex in enumerate(textures):
         rows = [i for i, cat in enumerate(categories) if cat == c]
-        b, q = tex.num_bins, tex.size
-        if distributed:
-            numer = torch.zeros(b, q * q, tex.dim, device=tex.theta.device)
-            denom = torch.zeros(b, q * q, device=tex.theta.device)
-            for i in rows:
-                w = (alpha[i] * obs.visible[i].reshape(-1, 1)).T  # (b, q²)
-                numer += w.unsqueeze(-1) * F.normalize(feats[i], dim=-1).unsqueeze(0)
-                denom += w
+        sums = texel_sums(obs, rows, tex.num_bins)
+        if distributed:  # every process joins the sums, also with no image of the category
+            numer, denom = full_texel_sums(sums, tex)
             dist.all_reduce(numer)
             dist.all_reduce(denom)
             index = (denom.sum(0) > 0).nonzero().squeeze(1)
-            if index.numel():
-                tex.momentum_update(index, numer[:, index], denom[:, index], momentum)
-            continue
-        if not rows:
-            continue
-        r = torch.tensor(rows, device=tex.theta.device)
-        vis = obs.visible[r].reshape(len(rows), -1)  # (R, q²)
-        index = vis.any(0).nonzero().squeeze(1)  # the texels any image of the category sees
-        if index.numel() == 0:
-            continue
-        f = F.normalize(feats[r[:, None], index], dim=-1)  # (R, K, d)
-        w = alpha[r[:, None], index] * vis[:, index, None]  # (R, K, b)
-        numer = torch.zeros(b, index.numel(), tex.dim, device=tex.theta.device)
-        for k in range(len(rows)):  # one fused multiply-add per image beats a (R, b, K, d) product
-            numer.addcmul_(w[k].T.unsqueeze(-1), f[k].unsqueeze(0))
-        tex.momentum_update(index, numer, w.sum(0).T, momentum)
+            sums = (index, numer[:, index], denom[:, index]) if index.numel() else None
+        if sums is not None:
+            tex.momentum_update(*sums, momentum)
+
+
+def full_texel_sums(sums: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None, tex: NeuralTexture
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`texel_sums` scattered over all texels of ``tex``: numer (b, q², d), denom (b, q²) (zeros
+    where nothing was seen)."""
+    b, q, d = tex.num_bins, tex.size, tex.dim
+    numer = torch.zeros(b, q * q, d, device=tex.theta.device)
+    denom = torch.zeros(b, q * q, device=tex.theta.device)
+    if sums is not None:
+        index, n, w = sums
+        numer[:, index] = n.to(numer)
+        denom[:, index] = w.to(denom)
+    return numer, denom
+
+
+def texel_sums(obs: SurfaceObservation, rows: list[int], num_bins: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """What images ``rows`` of ``obs`` (one category) say about its texture: the flat indices (K,) of
+    the texels any of them sees, numer (b, K, d) = Σ_images α_b · f/|f| and denom (b, K) = Σ_images α_b
+    over the images that see each texel. None when none is seen."""
+    if not rows:
+        return None
+    N, d = obs.features.shape[:2]
+    dev = obs.features.device
+    # texel-major views (N, q², d) and (N, q², b): free for the observations train.observation makes
+    feats = obs.features.detach().permute(0, 2, 3, 1).reshape(N, -1, d)
+    alpha = obs.alpha.detach().permute(0, 2, 3, 1).reshape(N, feats.shape[1], -1)
+    r = torch.tensor(rows, device=dev)
+    vis = obs.visible[r].reshape(len(rows), -1)  # (R, q²)
+    index = vis.any(0).nonzero().squeeze(1)  # the texels any image of the category sees
+    if index.numel() == 0:
+        return None
+    f = F.normalize(feats[r[:, None], index], dim=-1)  # (R, K, d)
+    w = alpha[r[:, None], index] * vis[:, index, None]  # (R, K, b)
+    numer = torch.zeros(num_bins, index.numel(), d, device=dev, dtype=f.dtype)
+    for k in range(len(rows)):  # one fused multiply-add per image beats a (R, b, K, d) product
+        numer.addcmul_(w[k].T.unsqueeze(-1), f[k].unsqueeze(0))
+    return index, numer, w.sum(0).T
 
 
 def background_features(features: torch.Tensor, object_mask: torch.Tensor, per_image: int,

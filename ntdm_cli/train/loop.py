@@ -28,7 +28,7 @@ from ntdm_cli.model.pose_prior import PosePrior, priors_to_json
 from ntdm_cli.train import checkpoint as ckpt
 from ntdm_cli.train.cache import BodyCache
 from ntdm_cli.train.data import TrainingSet, collate
-from ntdm_cli.train.distributed import init_distributed, rank_and_world
+from ntdm_cli.train.distributed import broadcast_buffers, init_distributed, rank_and_world
 from ntdm_cli.train.losses import omega_from_confusion
 from ntdm_cli.train.settings import TrainConfig  # noqa: F401  (the ``train`` section)
 from ntdm_cli.train.trainer import Trainer, seeded
@@ -92,6 +92,47 @@ def _run_epoch(trainer: Trainer, dataset: TrainingSet, train_rows: list[int], ep
     return sums, nb, nimg, nused, t0
 
 
+def _calibrate(trainer: Trainer, dataset: TrainingSet, rows: list[int], epoch: int) -> float:
+    """Fast-classifier accuracy on the calibration ``rows``, stored as the trainer's calibration; ω
+    follows its confusion matrix. Returns the accuracy (nan without calibration images)."""
+    acc, confusion = trainer.calibrate(dataset, rows)
+    trainer.calibration = {"accuracy": np.float64(acc), "confusion": confusion.numpy(), "epoch": np.int64(epoch)}
+    if rows and confusion.sum() > 0:
+        trainer.omega = omega_from_confusion(confusion, trainer.cfg.omega_threshold)
+    return acc
+
+
+def refit_textures(trainer: Trainer, dataset: TrainingSet, rows: list[int], cache: BodyCache | None, prog,
+                   rank: int = 0, world: int = 1) -> None:
+    """After the last epoch: every texture re-estimated from the training ``rows`` shown without
+    occluders under the final network (Trainer.refit_texture), then the background bank refilled with
+    their background features. Reads the cached body maps where ``cache`` holds them, else the images."""
+    cfg = trainer.cfg
+    if world > 1:  # each process's last step updated its own BatchNorm statistics: use rank 0's, as written
+        broadcast_buffers(trainer.backbone)
+    per_cat: dict[int, list[int]] = {}
+    for i in rows:
+        per_cat.setdefault(dataset.cat_index[i], []).append(i)
+    batches = {c: [r[s:s + cfg.batch_size] for s in range(0, len(r), cfg.batch_size)][rank::world]
+               for c, r in per_cat.items()}
+    task = prog.add_task("refit textures", total=sum(len(b) for b in batches.values()),
+                         info="mean feature per texel under the final network")
+
+    def shown(category: int):
+        mine = batches.get(category, [])
+        if cache is not None:
+            loader = (cache.batch(b, occluded=False) for b in mine)
+        else:
+            loader = torch.utils.data.DataLoader(dataset, batch_sampler=mine, num_workers=cfg.workers,
+                                                 collate_fn=collate) if mine else []
+        for b, batch in zip(mine, loader):
+            yield b, batch
+            prog.update(task, advance=1)
+
+    parts = [trainer.refit_texture(c, shown(c)) for c in range(len(trainer.textures))]
+    trainer.refill_bank(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+
 def pose_priors(dataset: TrainingSet, rows: list[int], temperature: float) -> dict[str, PosePrior]:
     """Each category's viewpoint prior (model.pose_prior) from the annotations of the training ``rows``."""
     views: dict[str, list[tuple[float, float]]] = {}
@@ -109,10 +150,13 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     """Train backbone and textures; write the model artifact to ``out`` (checkpoints to ``checkpoint``,
     default ``<out>.ckpt.h5``). Returns a summary (epochs, final losses, calibration accuracy).
 
-    After the last epoch, when ``cfg.class_calib_images`` > 0, ``class_calibration`` (the command
-    passes ntdm_cli.calibration.class_calibrator) fits the classifier's per-category evidence gains
-    on the calibration split and its entries are stored with the model. Resuming a checkpoint that is
-    already at ``cfg.epochs`` skips training and only redoes this calibration."""
+    After the last epoch, with ``cfg.refit_textures``, the textures and the bank are re-estimated under
+    the final network (:func:`refit_textures`; the checkpoints keep the momentum textures, so training
+    can go on from them) and the fast classifier is calibrated again. Then, when
+    ``cfg.class_calib_images`` > 0, ``class_calibration`` (the command passes
+    ntdm_cli.calibration.class_calibrator) fits the classifier's per-category evidence gains on the
+    calibration split and its entries are stored with the model. Resuming a checkpoint that is already
+    at ``cfg.epochs`` skips training and only redoes the refit and these calibrations."""
     distributed = init_distributed(device)
     rank, world = rank_and_world()
     if distributed and device.type == "cuda":
@@ -171,18 +215,16 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
             trainer.scheduler.step()
             last = epoch + 1 == cfg.epochs
             if (epoch + 1) % cfg.calib_every == 0 or last:
-                acc, confusion = trainer.calibrate(dataset, split.calib)
-                curves["calib_accuracy"].append(acc)
-                trainer.calibration = {"accuracy": np.float64(acc), "confusion": confusion.numpy(),
-                                       "epoch": np.int64(epoch + 1)}
-                if split.calib and confusion.sum() > 0:
-                    trainer.omega = omega_from_confusion(confusion, cfg.omega_threshold)
+                curves["calib_accuracy"].append(_calibrate(trainer, dataset, split.calib, epoch + 1))
             else:
                 curves["calib_accuracy"].append(float("nan"))
             if rank == 0:
                 ckpt.snapshot(trainer, checkpoint, config_yaml, epoch=epoch + 1)
             if distributed:
                 dist.barrier()
+        if cfg.refit_textures and cfg.epochs > 0:  # the written model's textures, not the checkpoint's
+            refit_textures(trainer, dataset, split.train, cache, prog, rank, world)
+            _calibrate(trainer, dataset, split.calib, cfg.epochs)
     class_cal: dict = {}
     if cfg.class_calib_images > 0 and split.calib and class_calibration is not None:  # every process solves its share
         class_cal = class_calibration(trainer, dataset, split.calib)

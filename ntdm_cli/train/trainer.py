@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from ntdm_cli.console import info
@@ -29,7 +30,8 @@ from ntdm_cli.render import Viewpoint
 from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.checkpoint import CURVES
 from ntdm_cli.train.distributed import all_gather_rows
-from ntdm_cli.train.em import background_features, batch_loss, observe, update_textures
+from ntdm_cli.train.em import (background_features, batch_loss, full_texel_sums, observe, texel_sums,
+                              update_textures)
 from ntdm_cli.train.observation import ObservationPlan, object_cells, observe_planned, plan_observations
 from ntdm_cli.train.settings import TrainConfig
 
@@ -198,6 +200,74 @@ class Trainer:
             out.update(inner=float(parts.inner.mean()), cross=float(parts.cross.mean()), ml=float(parts.ml.mean()),
                        pairs=parts.pairs)
         return out
+
+    @torch.no_grad()
+    def refit_texture(self, category: int, batches, prior: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-estimate texture ``category`` from the final network: each texel and bin becomes the
+        α-weighted mean direction of the features that ``batches`` put on it (NeuralTexture.refit), with
+        the backbone in evaluation mode (running BatchNorm statistics), as inference computes features.
+        ``batches`` yields (training indices, collated batch of those images of that category, shown
+        without occluders, as ``step`` takes it).
+
+        The momentum textures of training average the last ~1/(1 − m) observations of a texel, made by
+        networks of earlier steps in training mode; this averages every training image under the
+        network that inference uses. Under torchrun every process passes its share and the sums are
+        reduced. Returns background features of these images, ``cfg.bank_per_image`` each drawn from
+        seed (cfg.seed, 5, training index), and the training index of each: (k, d), (k,), for
+        :meth:`refill_bank`. Memory: one (b, q², d) float32 sum."""
+        cfg, device = self.cfg, self.device
+        tex = self.textures[category]
+        numer, denom = full_texel_sums(None, tex)
+        background, owner = [], []
+        with evaluating(self.backbone):
+            for rows, batch in batches:
+                if "body" in batch:
+                    feats = self.backbone(tuple(m.to(device) for m in batch["body"]))
+                else:
+                    feats = self.backbone(batch["image"].to(device))
+                h, w = feats.shape[-2:]
+                feats = feats.float()
+                if batch.get("plans") is not None and all(p is not None for p in batch["plans"]):
+                    obs = observe_planned(feats, batch["plans"], cfg.texture_size)
+                    on_object = torch.stack([p.on_object for p in batch["plans"]]).to(device)
+                else:
+                    surf = self.fine_surface(batch, (h, w))
+                    up = cfg.observe_upsample
+                    fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
+                    obs = observe(fine, surf.uv, surf.mask, surf.alpha, cfg.texture_size)
+                    on_object = object_cells(surf.mask, up)
+                sums = texel_sums(obs, list(range(feats.shape[0])), tex.num_bins)
+                if sums is not None:
+                    index, n, a = sums
+                    numer[:, index] += n
+                    denom[:, index] += a
+                annotated = F.adaptive_max_pool2d(batch["mask"].float().unsqueeze(1).to(device), (h, w))[:, 0] > 0
+                not_bg = on_object | annotated
+                for k, i in enumerate(rows):  # seeded per image: the same draws for any split over processes
+                    bg = background_features(feats[k:k + 1], not_bg[k:k + 1], cfg.bank_per_image, seeded(cfg.seed, 5, i))
+                    background.append(bg)
+                    owner.append(torch.full((bg.shape[0],), i, dtype=torch.long, device=bg.device))
+        if self.distributed:
+            dist.all_reduce(numer)
+            dist.all_reduce(denom)
+        tex.refit(numer, denom, prior)
+        if not background:
+            return numer.new_zeros(0, tex.dim), torch.zeros(0, dtype=torch.long, device=numer.device)
+        return torch.cat(background), torch.cat(owner)
+
+    @torch.no_grad()
+    def refill_bank(self, background: torch.Tensor, owner: torch.Tensor) -> None:
+        """Refill the background bank with ``cfg.bank_size`` of the features ``background`` (k, d) of
+        training images ``owner`` (k,) (all of them when fewer), drawn from seed (cfg.seed, 6) in the
+        order of the images: gathered over processes under torchrun, the same bank for any split."""
+        if self.distributed:
+            background = torch.cat(all_gather_rows(background.float()))
+            owner = torch.cat(all_gather_rows(owner))
+        if background.shape[0] == 0:
+            return
+        order = torch.sort(owner, stable=True).indices
+        pick = torch.randperm(background.shape[0], generator=seeded(self.cfg.seed, 6))[: self.bank.features.shape[0]]
+        self.bank.push(background[order[pick.to(order.device)]])
 
     @torch.no_grad()
     def fine_surface(self, batch: dict, coarse_hw: tuple[int, int]):
