@@ -41,8 +41,10 @@ def test_loss_decreases(tiny_pipeline):
 
 
 def test_resume_reproduces_uninterrupted_run(tiny_pipeline, tmp_path):
-    """1 epoch + resume for 1 more equals 2 epochs straight (fixed seed)."""
-    common = ["--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers), *TINY_TRAIN]
+    """1 epoch + resume for 1 more equals 2 epochs straight (fixed seed), also with the refit after the
+    last epoch (the checkpoints keep the momentum textures it starts from)."""
+    common = ["--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers), *TINY_TRAIN,
+              "--set", "train.refit_textures=true"]
     straight = tmp_path / "straight.h5"
     run_cli("train-textures", *common, "-o", str(straight), "--epochs", "2")
     first = tmp_path / "first.h5"
@@ -64,7 +66,8 @@ def test_torchrun_two_processes(tiny_pipeline, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533",
            "-m", "ntdm_cli", "--device", "cpu", "train-textures", "--data", str(tiny_pipeline.data),
            "--deformers", str(tiny_pipeline.deformers), "-o", str(out), "--epochs", "1", *TINY_TRAIN,
-           "--set", "infer.batch_images=1"]  # images solved one by one, as in the single-process check below
+           "--set", "infer.batch_images=1",  # images solved one by one, as in the single-process check below
+           "--set", "train.refit_textures=true"]  # each process refits its share; the sums and bank are joined
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert out.exists() and not (tmp_path / "ddp.h5.tmp").exists()
@@ -78,10 +81,14 @@ def test_torchrun_two_processes(tiny_pipeline, tmp_path):
     single = tmp_path / "single.h5"  # the same checkpoint calibrated by one process: the same rows
     run_cli("train-textures", "--data", str(tiny_pipeline.data), "--deformers", str(tiny_pipeline.deformers),
             "-o", str(single), "--epochs", "1", "--resume", str(out) + ".ckpt.h5", *TINY_TRAIN,
-            "--set", "infer.batch_images=1")
+            "--set", "infer.batch_images=1", "--set", "train.refit_textures=true")
     one = load_model(single).calibration
     for key in ("class_losses", "class_background_loss"):
         np.testing.assert_allclose(one[key], cal[key], rtol=1e-5)
+    two, single_model = load_model(out), load_model(single)  # the refit: the same textures and bank
+    for c in two.categories:
+        torch.testing.assert_close(two.textures[c].theta, single_model.textures[c].theta, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(two.bank.features, single_model.bank.features, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_inputs(tiny_pipeline, tmp_path):

@@ -49,8 +49,8 @@ class TrainConfig:
     frozen_blocks: int = -1  # effnet-lite* with pretrained weights: the stem and this many blocks stay fixed
     #   (-1: the whole body, 0: none); the fixed part's outputs are computed once and reused every epoch
     body_lr_scale: float = 0.1  # learning rate of a fine-tuned pretrained body, relative to train.lr
-    refit_textures: bool = True  # after the last epoch, each texel becomes the mean of its features over all
-    #   training images under the final network in evaluation mode, and the bank is refilled likewise
+    refit_textures: bool = False  # after the last epoch, each texel becomes the mean of its features over
+    #   all training images under the final network in evaluation mode, and the bank is refilled likewise
     zoom: float = 1.0  # objects are preprocessed this many times larger than the dataset's own crops
     #   (target distance / zoom, crops × zoom): more feature cells on thin parts at zoom² the pixels
     seed: int = 0
