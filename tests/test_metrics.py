@@ -263,7 +263,8 @@ def test_rotational_symmetry_of_cads():
     assert not is_rotationally_symmetric(*box((0, 0, 0), (1.0, 0.5, 0.4)))
     v, f = cylinder((0, 0, 0), (0, 0, 1.0), 0.3, 16)
     assert is_rotationally_symmetric(v, f)
-    # the procedural bottles: lathe-turned ones are, the jug (handle) and the flask (flat, 4 sides) are not
+    # the procedural bottles: lathe-turned ones are, the jug (handle), the flask (flat, 4 sides) and the soda
+    # bottle (its label stands off the waisted body) are not
     names = {build_cad("bottle", k).name: is_rotationally_symmetric(*build_cad("bottle", k).mesh()[:2]) for k in range(7)}
-    assert names == {"wine": True, "water": True, "beer": True, "jug": False, "flask": False, "soda": True, "vase": True}
+    assert names == {"wine": True, "water": True, "beer": True, "jug": False, "flask": False, "soda": False, "vase": True}
     assert not any(is_rotationally_symmetric(*build_cad(c, 0).mesh()[:2]) for c in ("car", "bus", "chair"))
