@@ -156,7 +156,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     ``cfg.class_calib_images`` > 0, ``class_calibration`` (the command passes
     ntdm_cli.calibration.class_calibrator) fits the classifier's per-category evidence gains on the
     calibration split and its entries are stored with the model. Resuming a checkpoint that is already
-    at ``cfg.epochs`` skips training and only redoes the refit and these calibrations."""
+    at ``cfg.epochs`` skips training and only redoes the refit (when on) and these calibrations."""
     distributed = init_distributed(device)
     rank, world = rank_and_world()
     if distributed and device.type == "cuda":
