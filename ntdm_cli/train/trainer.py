@@ -166,17 +166,7 @@ class Trainer:
             if occluder is not None:
                 hidden, occluder_bg = occluder_cells(occluder, occluder_px_bg, feats.shape[-2:], up)
         h, w = feats.shape[-2:]
-        if "plans" in batch and occluder is None:  # the observation precomputed by train.cache.BodyCache
-            obs = observe_planned(feats, batch["plans"], cfg.texture_size)
-            on_object = torch.stack([p.on_object for p in batch["plans"]]).to(device)  # (B, h, w)
-        else:
-            surf = self.fine_surface(batch, (h, w))
-            fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
-            seen = surf.mask
-            if hidden is not None:  # no texel is observed through an occluder
-                seen = seen & ~hidden
-            obs = observe(fine, surf.uv, seen, surf.alpha, cfg.texture_size)
-            on_object = object_cells(surf.mask, up)  # (B, h, w)
+        obs, on_object = self.observation(feats, batch, hidden, planned=occluder is None)
         parts, used = batch_loss(obs, cats, self.textures, self.bank, self.omega, cfg, generator)
         if parts is not None:
             loss = parts.total
@@ -200,6 +190,22 @@ class Trainer:
             out.update(inner=float(parts.inner.mean()), cross=float(parts.cross.mean()), ml=float(parts.ml.mean()),
                        pairs=parts.pairs)
         return out
+
+    def observation(self, feats: torch.Tensor, batch: dict, hidden: torch.Tensor | None = None,
+                    planned: bool = True):
+        """The surface observation of feature maps (B, d, h, w) of ``batch`` and the feature cells on
+        the object (B, h, w) bool: by the batch's observation plans (train.observation) when it has
+        them and ``planned``, else by rasterising the ground-truth meshes on the upsampled grid, where
+        ``hidden`` (B, h·u, w·u) bool cells (occluders) are not observed."""
+        if planned and "plans" in batch:
+            obs = observe_planned(feats, batch["plans"], self.cfg.texture_size)
+            return obs, torch.stack([p.on_object for p in batch["plans"]]).to(feats.device)
+        h, w = feats.shape[-2:]
+        up = self.cfg.observe_upsample
+        surf = self.fine_surface(batch, (h, w))
+        fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
+        seen = surf.mask if hidden is None else surf.mask & ~hidden  # no texel is observed through an occluder
+        return observe(fine, surf.uv, seen, surf.alpha, self.cfg.texture_size), object_cells(surf.mask, up)
 
     @torch.no_grad()
     def refit_texture(self, category: int, batches, prior: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,15 +233,7 @@ class Trainer:
                     feats = self.backbone(batch["image"].to(device))
                 h, w = feats.shape[-2:]
                 feats = feats.float()
-                if batch.get("plans") is not None and all(p is not None for p in batch["plans"]):
-                    obs = observe_planned(feats, batch["plans"], cfg.texture_size)
-                    on_object = torch.stack([p.on_object for p in batch["plans"]]).to(device)
-                else:
-                    surf = self.fine_surface(batch, (h, w))
-                    up = cfg.observe_upsample
-                    fine = F.interpolate(feats, size=(h * up, w * up), mode="bilinear", align_corners=False) if up > 1 else feats
-                    obs = observe(fine, surf.uv, surf.mask, surf.alpha, cfg.texture_size)
-                    on_object = object_cells(surf.mask, up)
+                obs, on_object = self.observation(feats, batch)
                 sums = texel_sums(obs, list(range(feats.shape[0])), tex.num_bins)
                 if sums is not None:
                     index, n, a = sums
