@@ -496,3 +496,37 @@ def test_search_and_model_failures(tmp_path):
     plain = write_predictions(tmp_path / "plain.h5", gt, offsets={"car/b": (40, 0, 0)})
     runs, files = run_eval([plain], tmp_path, tmp_path / "r2", ground_truth=FakeGroundTruth(gt))
     assert runs[0].summary["all"]["n_search_failures"] == 0 and "search failures" not in files["markdown"].read_text()
+
+
+def test_mcnemar_exact_p():
+    from ntdm_cli.eval.paired import mcnemar_p
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(3, 3) == 1.0
+    assert mcnemar_p(5, 0) == pytest.approx(2 / 32)  # all five discordant images one way
+    assert mcnemar_p(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert mcnemar_p(9, 1) == mcnemar_p(1, 9)
+    with pytest.raises(ValueError):
+        mcnemar_p(-1, 2)
+
+
+def test_paired_comparison_of_runs(tmp_path):
+    """The second run gets car/a wrong (60° in-plane) and car/b wrong only at π/18 (12°), and did not
+    predict bus/e: on the 4 images both scored, π/6 splits 1 / 0 and π/18 2 / 0 against the first."""
+    gt = make_ground_truth()
+    full = write_predictions(tmp_path / "full.h5", gt)
+    worse = write_predictions(tmp_path / "worse.h5", gt, offsets={"car/a": (0, 0, 60), "car/b": (0, 0, 12)},
+                              drop_ids=("car/f", "bus/e"))
+    runs, files = run_eval([full, worse], tmp_path, tmp_path / "rep", ground_truth=FakeGroundTruth(gt))
+    doc = json.loads(files["json"].read_text())
+    (p,) = doc["paired"]
+    assert (p["label"], p["reference"], p["n_common"]) == ("worse", "full", 4)
+    assert p["pi_6"] == {"both": 3, "only_reference": 1, "only_run": 0, "neither": 0, "p_mcnemar": 1.0}
+    assert (p["pi_18"]["only_reference"], p["pi_18"]["only_run"], p["pi_18"]["both"]) == (2, 0, 2)
+    assert p["pi_18"]["p_mcnemar"] == pytest.approx(0.5)
+    assert p["class"]["both"] == 4 and p["class"]["only_reference"] == p["class"]["only_run"] == 0
+    md = files["markdown"].read_text()
+    assert "## Paired comparison with full" in md and "| worse | full | 4 | 1 | 0 | 1 | 2 | 0 | 0.5 |" in md
+    # a single run has nothing to be paired with
+    runs, files = run_eval([full], tmp_path, tmp_path / "rep1", ground_truth=FakeGroundTruth(gt))
+    assert "paired" not in json.loads(files["json"].read_text())
+    assert "Paired comparison" not in files["markdown"].read_text()

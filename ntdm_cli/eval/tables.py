@@ -13,6 +13,7 @@ import numpy as np
 
 from ntdm_cli import __version__
 from ntdm_cli.artifacts import command_line
+from ntdm_cli.eval.paired import paired_comparisons, paired_table
 from ntdm_cli.eval.reading import ROTATION_TOLERANCE
 from ntdm_cli.eval.scoring import RunResult, same_image_sets
 from ntdm_cli.metrics import PI_6, PI_18
@@ -232,6 +233,8 @@ def report_dict(runs: Sequence[RunResult], data_root: Path, listed_ids: int, ove
                        "amodal_iou": w.result.amodal_iou} for w in r.worst],
             "overlays": overlay_paths.get(r.label, []),
         })
+    if len(runs) > 1:
+        out["paired"] = [c.as_dict() for c in paired_comparisons(runs)]
     return clean(out)
 
 
@@ -257,6 +260,13 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
     parts += ["## Summary (all scored images)", "", _md_table(*summary_table(runs)), ""]
     if not same_image_sets(runs):
         parts += ["**Note:** the runs were scored on different image sets (column n); compare with care.", ""]
+    if len(runs) > 1:
+        parts += [f"## Paired comparison with {runs[0].label}", "",
+                  "On the images both runs scored: how many only the first run (*against*) gets right and how "
+                  "many only this run gets right, and McNemar's exact p (the chance of a split at least this "
+                  "uneven if each of those images were equally likely to fall either way). A small difference "
+                  "in accuracy with a large p is a reshuffle of near-ties, not a better setting.", "",
+                  _md_table(*paired_table(paired_comparisons(runs)), text_columns=2), ""]
     h, rows = table1(runs)
     if len(h) > 1:
         parts += ["## By occlusion level (layout of the paper's table 1, i.i.d. images)", "", _md_table(h, rows), ""]
@@ -304,6 +314,8 @@ def report_markdown(runs: Sequence[RunResult], data_root: Path, listed_ids: int,
 def iter_table_rows(runs: Sequence[RunResult]) -> Iterator[tuple[str, list[str], list[list[str]]]]:
     """The tables printed by the CLI: (title, header, rows)."""
     yield ("summary (all scored images)", *summary_table(runs))
+    if len(runs) > 1:
+        yield (f"paired with {runs[0].label}: images right only in one run, McNemar p", *paired_table(paired_comparisons(runs)))
     h, rows = table1(runs)
     if len(h) > 1:
         yield ("by occlusion level (table 1 layout)", h, rows)
