@@ -11,6 +11,7 @@ the class, with McNemar's exact test (two-sided binomial test of the discordant 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -82,11 +83,9 @@ def compare(reference: RunResult, run: RunResult) -> PairedComparison:
     common = [k for k in ref if k in mine]
     outcomes = {}
     for key, _, right in OUTCOMES:
-        a = [right(ref[k]) for k in common]
-        b = [right(mine[k]) for k in common]
-        outcomes[key] = Discordance(
-            both=sum(x and y for x, y in zip(a, b)), only_reference=sum(x and not y for x, y in zip(a, b)),
-            only_run=sum(y and not x for x, y in zip(a, b)), neither=sum(not x and not y for x, y in zip(a, b)))
+        n = Counter((right(ref[k]), right(mine[k])) for k in common)  # (reference right, run right) -> images
+        outcomes[key] = Discordance(both=n[True, True], only_reference=n[True, False], only_run=n[False, True],
+                                    neither=n[False, False])
     return PairedComparison(run.label, reference.label, len(common), outcomes)
 
 

@@ -315,7 +315,8 @@ def iter_table_rows(runs: Sequence[RunResult]) -> Iterator[tuple[str, list[str],
     """The tables printed by the CLI: (title, header, rows)."""
     yield ("summary (all scored images)", *summary_table(runs))
     if len(runs) > 1:
-        yield (f"paired with {runs[0].label}: images right only in one run, McNemar p", *paired_table(paired_comparisons(runs)))
+        yield (f"paired with {runs[0].label}: images right only in one run, McNemar p",
+               *paired_table(paired_comparisons(runs)))
     h, rows = table1(runs)
     if len(h) > 1:
         yield ("by occlusion level (table 1 layout)", h, rows)
