@@ -363,3 +363,24 @@ def test_damaged_pose_prior_names_the_model(tiny_pipeline, tmp_path, capsys):
         code, err = ntdm("infer", img, "--model", model, "-o", out, *FAST_INFER, capsys=capsys)
         assert code == 1 and one_line(err) and "m.h5" in err and "pose_prior" in err, (bad, err)
         assert not out.exists()
+
+
+def test_damaged_view_classifier_names_the_model(tiny_pipeline, tmp_path, capsys):
+    """A model whose view classifier's description or weights do not fit is refused when it is
+    loaded, with one line naming the file and the classifier, and nothing is written."""
+    import h5py
+
+    img, out = _image(tiny_pipeline), tmp_path / "p.h5"
+    for attr in ("{not json", '{"dim": 16}', '{"dim": 16, "categories": 3, "windows": [[2, 2]], "bins": 12}', None):
+        model = tmp_path / "m.h5"
+        shutil.copy(tiny_pipeline.model, model)
+        with h5py.File(model, "r+") as f:
+            if attr is None:  # the weights of another shape
+                key = next(k for k in f["view"] if k.endswith("out.weight"))
+                del f["view"][key]
+                f["view"][key] = np.zeros((3, 3), dtype=np.float32)
+            else:
+                f.attrs["view_classifier"] = attr
+        code, err = ntdm("infer", img, "--model", model, "-o", out, *FAST_INFER, capsys=capsys)
+        assert code == 1 and one_line(err) and "m.h5" in err and "view classifier" in err, (attr, err)
+        assert not out.exists()

@@ -249,6 +249,10 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     pool = cfg.pool or max(1, round(model.zoom))
     if pool > min(features.shape[-2:]):
         raise NtdmUsageError(f"infer.pool={pool} is larger than the {features.shape[-2]}×{features.shape[-1]} feature map")
+    view = {}  # category -> its view classifier's (B, K) log-probabilities, read from the full-resolution features
+    if model.view is not None and cfg.view_prior > 0:
+        view = {c: model.view.log_probs(features, model.categories.index(c)) for c in model.categories
+                if any(c in t for t in tried)}
     features = pooled_features(features, pool)  # (B, d, h', w'): the grid the hypotheses are scored on
     stride = feature_stride(model.backbone) * pool
     clutter = bank_centres(bank, cfg.bank_clusters) if cfg.bank_clusters > 0 else bank  # once for all categories
@@ -263,12 +267,13 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         if not rows:
             continue
         rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
-                           (w / 2.0, h / 2.0), stride, bg=bg[rows], prior=priors.get(cat))
+                           (w / 2.0, h / 2.0), stride, bg=bg[rows], prior=priors.get(cat),
+                           view=(model.view, view[cat][rows]) if cat in view else None)
         for r, (i, res) in enumerate(zip(rows, solve_batch(rc, cfg, generator))):
             solved[(i, cat)] = (res, rc, r)
             timing[i]["init"] += res.timing["init"]
             timing[i]["optimise"] += res.timing["optimise"]
-    annotated, refined = annotated_losses(inputs, features, model, cfg, clutter, bg, solved, stride)
+    annotated, refined = annotated_losses(inputs, features, model, cfg, clutter, bg, solved, stride, view)
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
@@ -309,7 +314,8 @@ def annotation_hypothesis(ann: Annotation, num_latents: int, image: int, device)
 
 
 def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NTDMModel, cfg: InferConfig,
-                     clutter: torch.Tensor, bg: torch.Tensor, solved: dict, stride: float) -> tuple[list[float], list[float]]:
+                     clutter: torch.Tensor, bg: torch.Tensor, solved: dict, stride: float,
+                     view: dict | None = None) -> tuple[list[float], list[float]]:
     """Loss of each input's annotation (its category at the annotated pose and shape), scored exactly
     as the solver scores its answers, and the loss after the solver's Adam steps started from the
     annotation (pose, distance, latent and scale free, as the answers had them); NaN for inputs
@@ -317,7 +323,8 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
     tells a search failure (started at the truth, the optimiser ends lower than the answer: the search
     missed that optimum) from a model failure (the model prefers the wrong answer). The raw loss alone
     favours the answer, which had its shape optimised. ``features`` (B, d, h', w') and ``bg`` (B, h', w')
-    are the ones the answers were scored on, ``stride`` their crop pixels per cell."""
+    are the ones the answers were scored on, ``stride`` their crop pixels per cell, ``view`` the view
+    classifier's log-probabilities per category (B, K) they were scored with."""
     out = [float("nan")] * len(inputs)
     refined = [float("nan")] * len(inputs)
     groups: dict[int, tuple[RenderCompare, list[int], list[Hypotheses]]] = {}
@@ -334,7 +341,8 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
             crop_h, crop_w = inp.crop.shape[:2]
             rc = RenderCompare(features[i:i + 1], model.deformers[ann.category], model.textures[ann.category], clutter,
                                cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), stride, bg=bg[i:i + 1],
-                               prior=priors.get(ann.category))
+                               prior=priors.get(ann.category),
+                               view=(model.view, view[ann.category][i:i + 1]) if view and ann.category in view else None)
             row = 0
         hyp = annotation_hypothesis(ann, model.deformers[ann.category].num_latents, row, features.device)
         with torch.no_grad():

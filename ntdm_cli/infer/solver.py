@@ -22,6 +22,7 @@ from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.pose_prior import PosePrior
 from ntdm_cli.model.surface import rasterize_surface, render_covered
+from ntdm_cli.model.view_classifier import ViewClassifier
 from ntdm_cli.render import Viewpoint
 
 
@@ -61,6 +62,7 @@ class InferConfig:
     model: str = ""  # model artifact when --model and NTDM_MODEL are not given (ntdm_cli.model.default)
     pose_prior: float = 1.0  # weight of the model's viewpoint prior in the loss (1: the posterior; 0: evidence only)
     pose_prior_outliers: float = 0.1  # the prior's uniform share: bounds what an unusual pose costs
+    view_prior: float = 0.0  # weight of the model's view classifier, p(azimuth | image), in the loss (0: off)
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):
@@ -85,6 +87,8 @@ class InferConfig:
             raise NtdmUsageError(f"infer.pose_prior must be ≥ 0, got {self.pose_prior!r}")
         if not 0 < self.pose_prior_outliers < 1:
             raise NtdmUsageError(f"infer.pose_prior_outliers must be in (0, 1), got {self.pose_prior_outliers!r}")
+        if not (self.view_prior >= 0 and math.isfinite(self.view_prior)):
+            raise NtdmUsageError(f"infer.view_prior must be ≥ 0, got {self.view_prior!r}")
         for name in ("lr", "lr_final_factor", "polish_step_deg"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
@@ -226,13 +230,17 @@ class RenderCompare:
     bank: (M, d) background features (the whole bank, or :func:`bank_centres` of it); principal:
     (px, py) crop pixels; stride: crop pixels per feature cell (the backbone's); prior: the category's
     viewpoint prior (model.pose_prior), weighed against the evidence of the h·w cells of ``features``
-    (also when a pooled copy scores the grid), or None."""
+    (also when a pooled copy scores the grid), or None; view: the view classifier
+    (model.view_classifier) and its log-probabilities (B, K) of the category's azimuth bins for each
+    image, weighed the same way (``cfg.view_prior``), or None."""
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
                  bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE,
-                 bg: torch.Tensor | None = None, prior: PosePrior | None = None):
+                 bg: torch.Tensor | None = None, prior: PosePrior | None = None,
+                 view: tuple[ViewClassifier, torch.Tensor] | None = None):
         self.stride = float(stride)
         self.prior = prior if cfg.pose_prior > 0 else None
+        self.view = view if cfg.view_prior > 0 else None
         self.cells = features.shape[-2] * features.shape[-1]
         self.bank = bank
         self.deformer = deformer
@@ -298,7 +306,8 @@ class RenderCompare:
         A pixel scores max(f·rendered, background) on the object and its background score elsewhere,
         so the loss is 1 − (Σ_all bg + Σ_covered relu(f·rendered − bg)) / (h·w): only the M covered
         pixels are rendered and compared (the per-image background sums are precomputed). With a
-        viewpoint prior the loss adds its negative log-density in these units (model.pose_prior)."""
+        viewpoint prior the loss adds its negative log-density in these units (model.pose_prior), and
+        with a view classifier the negative log-density of its azimuth (model.view_classifier)."""
         surf = rasterize_surface(self.verts(hyp), self.template.faces, self.template.verts_uvs,
                                  self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), self.stride,
                                  self.num_bins, self.bin_temperature)
@@ -321,6 +330,9 @@ class RenderCompare:
         if self.prior is not None:
             loss = loss + self.prior.loss(hyp.elevation, hyp.theta, self.cells, self.cfg.pose_prior,
                                           self.cfg.pose_prior_outliers)
+        if self.view is not None:
+            net, log_probs = self.view
+            loss = loss + net.loss(log_probs.index_select(0, img), hyp.azimuth, self.cells, self.cfg.view_prior)
         if return_maps:
             fg = torch.zeros(N * hw, dtype=torch.bool, device=fg_pix.device).index_copy(0, surf.idx, fg_pix)
             return loss, surf.mask, fg.view(N, self.h, self.w)

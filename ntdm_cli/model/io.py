@@ -13,6 +13,8 @@ Layout::
     deformers/<category>/...             the category's deformer (geometry.deformer layout)
     categories (C,) str, omega (C, C), curves/<name> (epochs,)
     calibration/{accuracy, confusion (C, C), epoch}      the fast classifier on the calibration split
+    view/<state-dict key>                the view classifier (model.view_classifier), when trained;
+                                         attrs view_classifier (JSON: its config)
     calibration/{class_weights (C,), class_temperature,  the class calibration of render-and-compare
                  class_accuracy_raw, class_accuracy,     (infer.classify), fitted after the last epoch
                  class_images, class_losses (N, C),      on N held-out training images
@@ -25,15 +27,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import json
+
 import numpy as np
 import torch
 
 from ntdm_cli.artifacts import read_artifact, write_artifact
-from ntdm_cli.errors import ArtifactError
+from ntdm_cli.errors import ArtifactError, short
 from ntdm_cli.geometry.deformer import Deformer, deformer_from_artifact_data, deformer_to_artifact_data
 from ntdm_cli.model.backbone import make_backbone
 from ntdm_cli.model.pose_prior import PosePrior, priors_from_json
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
+from ntdm_cli.model.view_classifier import ViewClassifier
 
 
 @dataclass
@@ -52,6 +57,7 @@ class NTDMModel:
     calibration: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # crop_hw "H,W", target_distance and zoom of the training crops;
     #   pose_prior: the categories' viewpoint priors (model.pose_prior, JSON)
+    view: ViewClassifier | None = None  # p(azimuth | image, category) (model.view_classifier), when trained
 
     @property
     def feature_dim(self) -> int:
@@ -85,6 +91,8 @@ class NTDMModel:
         self.bank.features = self.bank.features.to(device)
         for d in self.deformers.values():
             d.to(device)
+        if self.view is not None:
+            self.view.to(device)
         return self
 
 
@@ -104,18 +112,35 @@ def model_data(model: NTDMModel, train_state: dict | None = None) -> tuple[dict,
         data["curves"] = {k: np.asarray(v, dtype=np.float64) for k, v in model.curves.items()}
     if model.calibration:
         data["calibration"] = {k: np.asarray(v) for k, v in model.calibration.items()}
+    if model.view is not None:
+        data["view"] = {k: v.detach().cpu() for k, v in model.view.state_dict().items()}
     if train_state is not None:
         data["train_state"] = train_state
     attrs = {"backbone": model.backbone_name, "feature_dim": model.feature_dim, "num_bins": model.num_bins,
              "texture_size": model.texture_size, "bin_temperature": model.bin_temperature,
              "categories": ",".join(model.categories)}
     attrs.update({k: v for k, v in model.extra.items()})
+    if model.view is not None:
+        attrs["view_classifier"] = json.dumps(model.view.config())
     return data, attrs
 
 
 def save_model(path, model: NTDMModel, config_yaml: str = "", train_state: dict | None = None) -> Path:
     data, attrs = model_data(model, train_state)
     return write_artifact(path, "model", data, config_yaml=config_yaml, attrs=attrs)
+
+
+def _load_view(art, path) -> ViewClassifier | None:
+    """The stored view classifier (None when the model has none); a damaged one is named."""
+    if "view_classifier" not in art.attrs:
+        return None
+    try:
+        view = ViewClassifier(**json.loads(str(art.attrs["view_classifier"])))
+        view.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in art["view"].items()})
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{path}: damaged view classifier (attribute view_classifier, group view/): "
+                            f"{exc.__class__.__name__}: {short(' '.join(str(exc).split()), 200)}")
+    return view.eval()
 
 
 def load_model(path, device="cpu", with_state: bool = False):
@@ -137,7 +162,8 @@ def load_model(path, device="cpu", with_state: bool = False):
         deformers = {c: deformer_from_artifact_data(art[f"deformers/{c}"], where=f"{path}:deformers/{c}")
                      for c in categories}
         priors_from_json(art.attrs.get("pose_prior"))  # a damaged prior is reported here, not mid-inference
-    except (KeyError, ValueError, RuntimeError) as exc:
+        view = _load_view(art, path)
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
         raise ArtifactError(f"{path}: damaged model artifact ({exc.__class__.__name__}: {exc})")
     omega = art.get("omega")
     model = NTDMModel(
@@ -146,6 +172,7 @@ def load_model(path, device="cpu", with_state: bool = False):
         omega=torch.from_numpy(np.asarray(omega)).float() if omega is not None else None,
         curves=dict(art.get("curves", {}) or {}), calibration=dict(art.get("calibration", {}) or {}),
         extra={k: art.attrs[k] for k in ("crop_hw", "target_distance", "zoom", "pose_prior") if k in art.attrs},
+        view=view,
     ).to(device)
     if with_state:
         return model, art.get("train_state"), art

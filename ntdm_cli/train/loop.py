@@ -32,6 +32,7 @@ from ntdm_cli.train.distributed import broadcast_buffers, init_distributed, rank
 from ntdm_cli.train.losses import omega_from_confusion
 from ntdm_cli.train.settings import TrainConfig  # noqa: F401  (the ``train`` section)
 from ntdm_cli.train.trainer import Trainer, seeded
+from ntdm_cli.train.view import fit_view_classifier, view_inputs
 
 #: the class calibration run after the last epoch: (trainer, training set, calibration indices) → the
 #: calibration entries the model stores (see ntdm_cli.calibration.class_calibrator)
@@ -194,7 +195,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, seeded(cfg.seed, 0))) / world)
     cache = None
-    if frozen and start_epoch < cfg.epochs:  # with occluders: their cached variants, or the images to paste on
+    fit_view = cfg.view_epochs > 0 and cfg.epochs > 0
+    if frozen and (start_epoch < cfg.epochs or fit_view):  # with occluders: their cached variants, or the images to paste on
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
                           occlude=cfg.occlude, variants=cfg.occluder_variants, occlude_max=cfg.occlude_max,
                           upsample=cfg.observe_upsample, seed=cfg.seed, planner=trainer.observation_plans)
@@ -225,6 +227,12 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         if cfg.refit_textures and cfg.epochs > 0:  # the written model's textures, not the checkpoint's
             refit_textures(trainer, dataset, split.train, cache, prog, rank, world)
             _calibrate(trainer, dataset, split.calib, cfg.epochs)
+    if fit_view:  # before the class calibration, which solves with it
+        trainer.view, view_curve = fit_view_classifier(
+            view_inputs(trainer, dataset, split.train, cache), len(cats), cfg.feature_dim, bins=cfg.view_bins,
+            width=cfg.view_width, epochs=cfg.view_epochs, occlude=cfg.occlude, temperature=cfg.temperature,
+            seed=cfg.seed, device=device)
+        trainer.calibration["view_loss"] = np.asarray(view_curve)
     class_cal: dict = {}
     if cfg.class_calib_images > 0 and split.calib and class_calibration is not None:  # every process solves its share
         class_cal = class_calibration(trainer, dataset, split.calib)
@@ -237,7 +245,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                "chance": 1.0 / len(cats), "rank": rank, "world": world,
                "class_calib_images": int(class_cal.get("class_images", 0)),
                "class_accuracy_raw": float(class_cal.get("class_accuracy_raw", float("nan"))),
-               "class_accuracy": float(class_cal.get("class_accuracy", float("nan")))}
+               "class_accuracy": float(class_cal.get("class_accuracy", float("nan"))),
+               "view_loss": float(trainer.calibration["view_loss"][-1]) if "view_loss" in trainer.calibration else float("nan")}
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

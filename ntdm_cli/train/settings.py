@@ -53,6 +53,10 @@ class TrainConfig:
     #   all training images under the final network in evaluation mode, and the bank is refilled likewise
     zoom: float = 1.0  # objects are preprocessed this many times larger than the dataset's own crops
     #   (target distance / zoom, crops × zoom): more feature cells on thin parts at zoom² the pixels
+    view_epochs: int = 0  # after the last epoch, fit the view classifier (model.view_classifier) for this
+    #   many epochs on the final network's features (0: none)
+    view_bins: int = 12  # its azimuth bins
+    view_width: int = 64  # its trunk's channels
     seed: int = 0
 
     def validate(self) -> None:
@@ -79,5 +83,10 @@ class TrainConfig:
                                  f"got {self.frozen_blocks}")
         if not (self.zoom > 0 and self.zoom < 8):
             raise NtdmUsageError(f"train.zoom must be in (0, 8), got {self.zoom}")
+        if self.view_epochs < 0:
+            raise NtdmUsageError(f"train.view_epochs must be ≥ 0, got {self.view_epochs}")
+        if self.view_bins < 4 or self.view_width < 1:
+            raise NtdmUsageError(f"train.view_bins must be ≥ 4 and train.view_width ≥ 1, got {self.view_bins} "
+                                 f"and {self.view_width}")
         if not self.body_lr_scale >= 0:
             raise NtdmUsageError(f"train.body_lr_scale must be ≥ 0, got {self.body_lr_scale}")

@@ -26,6 +26,7 @@ from ntdm_cli.model.classifier import fast_class_scores
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.model.surface import rasterize_surface
 from ntdm_cli.model.texture import BackgroundBank, NeuralTexture
+from ntdm_cli.model.view_classifier import ViewClassifier
 from ntdm_cli.render import Viewpoint
 from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.checkpoint import CURVES
@@ -70,6 +71,7 @@ class Trainer:
     extra: dict = field(default_factory=dict)
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
     calibration: dict = field(default_factory=dict)
+    view: ViewClassifier | None = None  # fitted after the last epoch (train.view_epochs)
 
     def __post_init__(self) -> None:
         if self.ddp is None:
@@ -130,9 +132,9 @@ class Trainer:
         parts = (self.cfg.backbone, self.backbone, cats, dict(zip(cats, self.textures)), self.bank,
                  {c: self.deformers[c] for c in cats}, self.cfg.bin_temperature, self.omega)
         if not with_history:
-            return NTDMModel(*parts, extra=dict(self.extra))
+            return NTDMModel(*parts, extra=dict(self.extra), view=self.view)
         return NTDMModel(*parts, {k: np.asarray(v) for k, v in self.curves.items()}, self.calibration,
-                         extra=self.extra)
+                         extra=self.extra, view=self.view)
 
     def step(self, batch: dict, generator: torch.Generator) -> dict:
         """One EM step on a batch (images, or the cached body maps ``batch["body"]`` of a frozen body).

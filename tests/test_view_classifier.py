@@ -1,0 +1,125 @@
+"""The view classifier (model.view_classifier): its density over azimuth, its fit, its storage and its
+place in the solver's loss."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ntdm_cli.infer.solver import Hypotheses, InferConfig, RenderCompare
+from ntdm_cli.model.backbone import STRIDE
+from ntdm_cli.model.io import load_model, save_model
+from ntdm_cli.model.texture import NeuralTexture
+from ntdm_cli.model.view_classifier import ViewClassifier
+from ntdm_cli.train.view import fit_view_classifier
+
+
+def _net(bins=12, windows=((4, 4),), **kw):
+    torch.manual_seed(0)
+    return ViewClassifier(8, len(windows), list(windows), bins=bins, width=4, **kw)
+
+
+def test_density_is_zero_at_its_mode_periodic_and_differentiable():
+    net = _net()
+    lp = torch.randn(3, 12, generator=torch.Generator().manual_seed(1)).log_softmax(-1).double()
+    grid = torch.linspace(0, 2 * math.pi, 721, dtype=torch.float64)[:-1]
+    for n in range(3):
+        nll = net.nll(lp[n].expand(len(grid), -1), grid)
+        assert float(nll.min()) == pytest.approx(0.0, abs=2e-3)  # the mode on the 5° grid vs 0.5° here
+        assert float(nll.min()) >= -2e-3
+        mode = grid[nll.argmin()]
+        assert float(net.nll(lp[n:n + 1], mode[None] + 2 * math.pi)) == pytest.approx(float(nll.min()), abs=1e-9)
+    a = torch.tensor([0.3, 2.0, 5.5], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: net.nll(lp, x), (a,))
+    # a one-hot distribution: lowest at its bin's centre, higher half a bin away
+    one = torch.full((1, 12), -30.0, dtype=torch.float64)
+    one[0, 3] = 0.0
+    c = 3 * 2 * math.pi / 12
+    assert float(net.nll(one, torch.tensor([c], dtype=torch.float64))) == pytest.approx(0.0, abs=1e-6)
+    assert float(net.nll(one, torch.tensor([c + math.pi / 12], dtype=torch.float64))) > 0.3
+
+
+def test_soft_targets_and_windows():
+    net = _net(windows=((3, 5), (6, 2)))
+    t = net.soft_targets(torch.tensor([0.0, math.pi / 2 + 0.01]))
+    torch.testing.assert_close(t.sum(1), torch.ones(2))
+    assert t.argmax(1).tolist() == [0, 3]
+    x = torch.arange(2 * 8 * 12 * 16, dtype=torch.float32).view(2, 8, 12, 16)
+    cut = net.prepare(x, 0)  # pooled 2x to 6x8, the central 3x5 window
+    assert cut.shape == (2, 8, 3, 5)
+    torch.testing.assert_close(cut, F.avg_pool2d(x, 2)[..., 1:4, 1:6])
+    padded = net.prepare(x[..., :4, :], 1)  # 2x8 pooled, narrower than the window's 6 rows: zero rows
+    assert padded.shape == (2, 8, 6, 2)
+    assert float(padded[..., :2, :].abs().sum()) == 0.0 and float(padded[..., 4:, :].abs().sum()) == 0.0
+
+
+def test_fit_learns_an_azimuth_shown_by_where_a_feature_sits():
+    """Images whose azimuth bin (of 4) is shown by the quadrant of a distinctive feature: the fitted
+    classifier names the bin of held-out images and its loss falls."""
+    g = torch.Generator().manual_seed(0)
+
+    def images(n):
+        az = torch.randint(0, 4, (n,), generator=g).float() * (math.pi / 2) + (torch.rand(n, generator=g) - 0.5) * 0.3
+        f = torch.randn(n, 8, 16, 16, generator=g) * 0.3
+        for i, k in enumerate(torch.round(az / (math.pi / 2)).long() % 4):
+            r, c = divmod(int(k), 2)
+            f[i, 0, 8 * r:8 * r + 8, 8 * c:8 * c + 8] += 2.0
+        return F.normalize(f, dim=1), az
+
+    f, az = images(96)
+    net, curve = fit_view_classifier({0: {"features": f.half(), "azimuth": az, "variants": {}}}, 1, 8, bins=4,
+                                     width=8, epochs=12, lr=1e-2)
+    assert curve[-1] < curve[0]
+    fv, av = images(32)
+    pred = net.log_probs(fv, 0).argmax(1)
+    truth = torch.round(av / (math.pi / 2)).long() % 4
+    assert float((pred == truth).float().mean()) >= 0.9
+    assert net.windows == [(8, 8)]
+
+
+def test_trained_model_stores_its_view_classifier(tiny_pipeline, tmp_path):
+    """train.view_epochs > 0 (the tiny config) fits a classifier over the model's categories and the
+    artifact gives it back with the same outputs."""
+    model = load_model(tiny_pipeline.model)
+    assert model.view is not None and model.view.categories == len(model.categories)
+    assert model.view.temperature == pytest.approx(0.07)
+    assert len(model.calibration["view_loss"]) == 2
+    feats = F.normalize(torch.randn(2, model.feature_dim, 16, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    before = model.view.log_probs(feats, 1)
+    again = load_model(save_model(tmp_path / "m.h5", model))
+    torch.testing.assert_close(again.view.log_probs(feats, 1), before)
+    torch.testing.assert_close(before.exp().sum(1), torch.ones(2))
+
+
+def test_view_prior_adds_its_negative_log_density_to_the_loss(tiny_pipeline):
+    """With a view classifier the loss is the evidence's plus weight · temperature · nll / cells of
+    the scored map, also on the pooled copy that scores the grid; weight 0 leaves the evidence alone.
+    On features that favour no pose, the azimuth the classifier names wins."""
+    model = load_model(tiny_pipeline.model)
+    deformer = model.deformers["car"].requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    tex = NeuralTexture(7, 32, 16, generator=g)
+    feats = F.normalize(torch.randn(1, 16, 16, 16, generator=g), dim=1)
+    bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    net = _net(bins=12, windows=((4, 4),))
+    lp = torch.full((1, 12), -20.0)
+    lp[0, 2] = 0.0  # the classifier is sure of 60°
+    lp = lp.log_softmax(-1)
+    make = lambda az: Hypotheses(torch.tensor(az), torch.tensor([0.2, 0.2]), torch.zeros(2), torch.tensor([5.0, 5.0]),
+                                 deformer.latents[[0, 0]].float().clone(), torch.zeros(2, 3))
+    plain = RenderCompare(feats, deformer, tex, bank, InferConfig(init_distance=5.0), 5.0, (64.0, 64.0), STRIDE)
+    cfg = InferConfig(init_distance=5.0, view_prior=3.0)
+    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (64.0, 64.0), STRIDE, view=(net, lp))
+    hyp = make([math.radians(60), math.radians(200)])
+    expected = plain.losses(hyp) + 3.0 * net.temperature / 256 * net.nll(lp.expand(2, -1), hyp.azimuth)
+    torch.testing.assert_close(rc.losses(hyp), expected)
+    torch.testing.assert_close(rc.pooled(2).losses(hyp), plain.pooled(2).losses(hyp)
+                               + 3.0 * net.temperature / 256 * net.nll(lp.expand(2, -1), hyp.azimuth))
+    off = RenderCompare(feats, deformer, tex, bank, dataclasses.replace(cfg, view_prior=0.0), 5.0, (64.0, 64.0),
+                        STRIDE, view=(net, lp))
+    torch.testing.assert_close(off.losses(hyp), plain.losses(hyp))
+    ties = RenderCompare(torch.zeros(1, 16, 16, 16), deformer, tex, bank, cfg, 5.0, (64.0, 64.0), STRIDE, view=(net, lp))
+    loss = ties.losses(hyp)
+    assert float(loss[0]) < float(loss[1])
