@@ -213,7 +213,8 @@ def test_infer_pool_scores_on_pooled_features(tiny_pipeline):
     bank = model.bank.active()
     rc = RenderCompare(pooled[:1], model.deformers["car"], model.textures["car"], bank, cfg, model.bin_temperature,
                        (crop[1] / 2.0, crop[0] / 2.0), feature_stride(model.backbone) * 2,
-                       prior=model.pose_priors["car"])
+                       prior=model.pose_priors["car"],
+                       view=(model.view, model.view.log_probs(feats, model.categories.index("car"))))
     with torch.no_grad():
         assert float(rc.losses(pred.result.best)[0]) == pytest.approx(pred.result.loss, abs=1e-5)
         ann = annotation_hypothesis(inputs[0].annotation, model.deformers["car"].num_latents, 0, "cpu")

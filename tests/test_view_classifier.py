@@ -69,8 +69,8 @@ def test_fit_learns_an_azimuth_shown_by_where_a_feature_sits():
         return F.normalize(f, dim=1), az
 
     f, az = images(96)
-    net, curve = fit_view_classifier({0: {"features": f.half(), "azimuth": az, "variants": {}}}, 1, 8, bins=4,
-                                     width=8, epochs=12, lr=1e-2)
+    net, curve = fit_view_classifier({"features": f.half(), "category": torch.zeros(96, dtype=torch.long),
+                                      "azimuth": az}, 1, bins=4, width=8, epochs=12, lr=1e-2)
     assert curve[-1] < curve[0]
     fv, av = images(32)
     pred = net.log_probs(fv, 0).argmax(1)
@@ -80,11 +80,13 @@ def test_fit_learns_an_azimuth_shown_by_where_a_feature_sits():
 
 
 def test_trained_model_stores_its_view_classifier(tiny_pipeline, tmp_path):
-    """train.view_epochs > 0 (the tiny config) fits a classifier over the model's categories and the
-    artifact gives it back with the same outputs."""
+    """train.view_epochs > 0 (the tiny config) fits a classifier over the model's categories, reading
+    the union crop's whole feature map, and the artifact gives it back with the same outputs."""
     model = load_model(tiny_pipeline.model)
     assert model.view is not None and model.view.categories == len(model.categories)
     assert model.view.temperature == pytest.approx(0.07)
+    h, w = (int(x) // STRIDE // 2 for x in model.extra["crop_hw"].split(","))
+    assert model.view.windows == [(h, w)] * len(model.categories)
     assert len(model.calibration["view_loss"]) == 2
     feats = F.normalize(torch.randn(2, model.feature_dim, 16, 16, generator=torch.Generator().manual_seed(0)), dim=1)
     before = model.view.log_probs(feats, 1)

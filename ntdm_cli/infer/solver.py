@@ -62,7 +62,8 @@ class InferConfig:
     model: str = ""  # model artifact when --model and NTDM_MODEL are not given (ntdm_cli.model.default)
     pose_prior: float = 1.0  # weight of the model's viewpoint prior in the loss (1: the posterior; 0: evidence only)
     pose_prior_outliers: float = 0.1  # the prior's uniform share: bounds what an unusual pose costs
-    view_prior: float = 0.0  # weight of the model's view classifier, p(azimuth | image), in the loss (0: off)
+    view_prior: float = 10.0  # weight of the model's view classifier, p(azimuth | image), in the loss, for models
+    #   trained with one (train.view_epochs); 0: off
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):

@@ -195,8 +195,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     steps_per_epoch = math.ceil(len(dataset.batches(split.train, cfg.batch_size, seeded(cfg.seed, 0))) / world)
     cache = None
-    fit_view = cfg.view_epochs > 0 and cfg.epochs > 0
-    if frozen and (start_epoch < cfg.epochs or fit_view):  # with occluders: their cached variants, or the images to paste on
+    if frozen and start_epoch < cfg.epochs:  # with occluders: their cached variants, or the images to paste on
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
                           occlude=cfg.occlude, variants=cfg.occluder_variants, occlude_max=cfg.occlude_max,
                           upsample=cfg.observe_upsample, seed=cfg.seed, planner=trainer.observation_plans)
@@ -227,11 +226,10 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         if cfg.refit_textures and cfg.epochs > 0:  # the written model's textures, not the checkpoint's
             refit_textures(trainer, dataset, split.train, cache, prog, rank, world)
             _calibrate(trainer, dataset, split.calib, cfg.epochs)
-    if fit_view:  # before the class calibration, which solves with it
+    if cfg.view_epochs > 0 and cfg.epochs > 0:  # before the class calibration, which solves with it
         trainer.view, view_curve = fit_view_classifier(
-            view_inputs(trainer, dataset, split.train, cache), len(cats), cfg.feature_dim, bins=cfg.view_bins,
-            width=cfg.view_width, epochs=cfg.view_epochs, occlude=cfg.occlude, temperature=cfg.temperature,
-            seed=cfg.seed, device=device)
+            view_inputs(trainer.backbone, dataset, split.train, device), len(cats), bins=cfg.view_bins,
+            width=cfg.view_width, epochs=cfg.view_epochs, temperature=cfg.temperature, seed=cfg.seed, device=device)
         trainer.calibration["view_loss"] = np.asarray(view_curve)
     class_cal: dict = {}
     if cfg.class_calib_images > 0 and split.calib and class_calibration is not None:  # every process solves its share
