@@ -153,7 +153,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
 
     After the last epoch, with ``cfg.refit_textures``, the textures and the bank are re-estimated under
     the final network (:func:`refit_textures`; the checkpoints keep the momentum textures, so training
-    can go on from them) and the fast classifier is calibrated again. Then, when
+    can go on from them) and the fast classifier is calibrated again. With ``cfg.view_epochs`` > 0 the
+    view classifier (model.view_classifier) is fitted on the final network's features. Then, when
     ``cfg.class_calib_images`` > 0, ``class_calibration`` (the command passes
     ntdm_cli.calibration.class_calibrator) fits the classifier's per-category evidence gains on the
     calibration split and its entries are stored with the model. Resuming a checkpoint that is already
