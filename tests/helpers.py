@@ -25,3 +25,19 @@ def smooth_uv_inputs(N: int, C: int, H: int, W: int, dtype=torch.float64, noise:
     mask = torch.rand(N, H, W, generator=g) < keep
     features = torch.randn(N, C, H, W, generator=g, dtype=dtype)
     return features, uv, mask
+
+
+def random_scorer_scene(model, category: str = "car", dim: int = 16, size: int = 16):
+    """A scene for testing what a term adds to RenderCompare's loss: ``category``'s deformer of a trained
+    ``model`` (frozen), a random texture (7 bins, 32², ``dim`` channels), random unit features
+    (1, dim, size, size) and a random bank (8, dim). Returns (deformer, texture, features, bank)."""
+    import torch.nn.functional as F
+
+    from ntdm_cli.model.texture import NeuralTexture
+
+    deformer = model.deformers[category].requires_grad_(False)
+    g = torch.Generator().manual_seed(0)
+    tex = NeuralTexture(7, 32, dim, generator=g)
+    feats = F.normalize(torch.randn(1, dim, size, size, generator=g), dim=1)
+    bank = F.normalize(torch.randn(8, dim, generator=g), dim=-1)
+    return deformer, tex, feats, bank

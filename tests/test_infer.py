@@ -19,6 +19,7 @@ from ntdm_cli.model.surface import rasterize_surface, render_features
 from ntdm_cli.model.texture import NeuralTexture
 from ntdm_cli.render import pose_rotation
 from tests.conftest import run_cli
+from tests.helpers import random_scorer_scene
 
 FAST = ["--set", "infer.steps=8", "--set", "infer.azimuths=6", "--set", "infer.elevations=2", "--set", "infer.thetas=1"]
 
@@ -485,12 +486,7 @@ def test_pose_prior_adds_its_negative_log_density_to_the_loss(tiny_pipeline):
     pose at the prior's mean wins over the same pose rolled 30°."""
     from ntdm_cli.model.pose_prior import PosePrior
 
-    model = load_model(tiny_pipeline.model)
-    deformer = model.deformers["car"].requires_grad_(False)
-    g = torch.Generator().manual_seed(0)
-    tex = NeuralTexture(7, 32, 16, generator=g)
-    feats = F.normalize(torch.randn(1, 16, 16, 16, generator=g), dim=1)
-    bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    deformer, tex, feats, bank = random_scorer_scene(load_model(tiny_pipeline.model))
     prior = PosePrior((0.15, 0.15), (0.0, 0.05), 0.07)
     make = lambda th=(0.0, 0.52, -0.3): Hypotheses(torch.tensor([0.3, 0.3, 2.0]), torch.tensor([0.15, 0.15, 0.6]), torch.tensor(th),
                               torch.tensor([5.0, 5.0, 5.0]), deformer.latents[[0, 0, 1]].float().clone(), torch.zeros(3, 3))

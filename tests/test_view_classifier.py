@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from ntdm_cli.infer.solver import Hypotheses, InferConfig, RenderCompare
 from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.io import load_model, save_model
-from ntdm_cli.model.texture import NeuralTexture
 from ntdm_cli.model.view_classifier import ViewClassifier
 from ntdm_cli.train.view import fit_view_classifier
+from tests.helpers import random_scorer_scene
 
 
 def _net(bins=12, windows=((4, 4),), **kw):
@@ -99,12 +99,7 @@ def test_view_prior_adds_its_negative_log_density_to_the_loss(tiny_pipeline):
     """With a view classifier the loss is the evidence's plus weight · temperature · nll / cells of
     the scored map, also on the pooled copy that scores the grid; weight 0 leaves the evidence alone.
     On features that favour no pose, the azimuth the classifier names wins."""
-    model = load_model(tiny_pipeline.model)
-    deformer = model.deformers["car"].requires_grad_(False)
-    g = torch.Generator().manual_seed(0)
-    tex = NeuralTexture(7, 32, 16, generator=g)
-    feats = F.normalize(torch.randn(1, 16, 16, 16, generator=g), dim=1)
-    bank = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    deformer, tex, feats, bank = random_scorer_scene(load_model(tiny_pipeline.model))
     net = _net(bins=12, windows=((4, 4),))
     lp = torch.full((1, 12), -20.0)
     lp[0, 2] = 0.0  # the classifier is sure of 60°
