@@ -5,7 +5,8 @@ training state needed to resume.
 Layout::
 
     attrs: backbone, feature_dim, num_bins, texture_size, bin_temperature, categories (comma list),
-           crop_hw, target_distance, zoom, pose_prior (JSON: each category's viewpoint prior)
+           crop_hw, target_distance, zoom, pose_prior (JSON: each category's viewpoint prior),
+           view_classifier (JSON, when the model has one)
     backbone/<state-dict key>            tensors of the feature extractor
     textures/<category>/theta            (b, q, q, d) float32
     textures/<category>/counts           (b, q, q) float32 accumulated visibility
@@ -13,21 +14,20 @@ Layout::
     deformers/<category>/...             the category's deformer (geometry.deformer layout)
     categories (C,) str, omega (C, C), curves/<name> (epochs,)
     calibration/{accuracy, confusion (C, C), epoch}      the fast classifier on the calibration split
-    view/<state-dict key>                the view classifier (model.view_classifier), when trained;
-                                         attrs view_classifier (JSON: its config)
     calibration/{class_weights (C,), class_temperature,  the class calibration of render-and-compare
                  class_accuracy_raw, class_accuracy,     (infer.classify), fitted after the last epoch
                  class_images, class_losses (N, C),      on N held-out training images
                  class_background_loss (N,), class_labels (N,)}
+    view/<state-dict key>                the view classifier (model.view_classifier), when trained;
+                                         calibration/view_loss (view epochs,) its training curve
     train_state/...                      checkpoints only: epoch, optimizer, scheduler
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import json
 
 import numpy as np
 import torch
