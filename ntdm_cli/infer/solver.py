@@ -242,6 +242,8 @@ class RenderCompare:
         self.stride = float(stride)
         self.prior = prior if cfg.pose_prior > 0 else None
         self.view = view if cfg.view_prior > 0 else None
+        if self.view is not None:  # each image's mode, once: every scored hypothesis is relative to it
+            self.view_mode = self.view[0].mode_log_density(self.view[1])
         self.cells = features.shape[-2] * features.shape[-1]
         self.bank = bank
         self.deformer = deformer
@@ -333,7 +335,8 @@ class RenderCompare:
                                           self.cfg.pose_prior_outliers)
         if self.view is not None:
             net, log_probs = self.view
-            loss = loss + net.loss(log_probs.index_select(0, img), hyp.azimuth, self.cells, self.cfg.view_prior)
+            loss = loss + net.loss(log_probs.index_select(0, img), hyp.azimuth, self.cells, self.cfg.view_prior,
+                                   self.view_mode.index_select(0, img))
         if return_maps:
             fg = torch.zeros(N * hw, dtype=torch.bool, device=fg_pix.device).index_copy(0, surf.idx, fg_pix)
             return loss, surf.mask, fg.view(N, self.h, self.w)

@@ -113,20 +113,31 @@ class ViewClassifier(nn.Module):
         w = torch.exp(self.kappa * (torch.cos(azimuth[:, None] - c[None]) - 1))
         return w / w.sum(1, keepdim=True)
 
+    def _log_mixture(self, log_probs: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+        """log Σ_k p_k exp(κ (cos(a − c_k) − 1)) (N, G) of the mixtures log_probs (N, K) at angles (N, G)."""
+        c = self.centres(angles.device, log_probs.dtype)
+        return torch.logsumexp(log_probs[:, None, :] + self.kappa * (torch.cos(angles[..., None] - c) - 1), -1)
+
     def log_density(self, log_probs: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
         """Unnormalised log-density (N,) at azimuths (N,) radians of the mixtures given by log_probs
         (N, K): log Σ_k p_k exp(κ (cos(a − c_k) − 1)). Differentiable in the azimuth."""
-        c = self.centres(azimuth.device, log_probs.dtype)
-        return torch.logsumexp(log_probs + self.kappa * (torch.cos(azimuth[:, None] - c[None]) - 1), -1)
+        return self._log_mixture(log_probs, azimuth[:, None])[:, 0]
 
-    def nll(self, log_probs: torch.Tensor, azimuth: torch.Tensor) -> torch.Tensor:
-        """Negative log-density (N,) at azimuths (N,) relative to each mixture's mode (found on a 5°
-        grid): ≥ 0 up to the grid's resolution, 0 at the most likely azimuth."""
-        grid = torch.arange(72, device=azimuth.device, dtype=log_probs.dtype) * (2 * math.pi / 72)
-        c = self.centres(azimuth.device, log_probs.dtype)
-        dens = torch.logsumexp(log_probs[:, None, :] + self.kappa * (torch.cos(grid[None, :, None] - c) - 1), -1)
-        return dens.amax(1).detach() - self.log_density(log_probs, azimuth)
+    def mode_log_density(self, log_probs: torch.Tensor) -> torch.Tensor:
+        """Each mixture's log-density (N,) at its mode, found on a 5° grid (a constant of the image:
+        callers that score many azimuths of one image compute it once)."""
+        grid = torch.arange(72, device=log_probs.device, dtype=log_probs.dtype) * (2 * math.pi / 72)
+        return self._log_mixture(log_probs.detach(), grid.expand(log_probs.shape[0], -1)).amax(1)
 
-    def loss(self, log_probs: torch.Tensor, azimuth: torch.Tensor, cells: int, weight: float) -> torch.Tensor:
+    def nll(self, log_probs: torch.Tensor, azimuth: torch.Tensor, mode: torch.Tensor | None = None) -> torch.Tensor:
+        """Negative log-density (N,) at azimuths (N,) relative to each mixture's mode (``mode``: its
+        :meth:`mode_log_density`, computed when not given): ≥ 0 up to the grid's resolution, 0 at the
+        most likely azimuth."""
+        if mode is None:
+            mode = self.mode_log_density(log_probs)
+        return mode - self.log_density(log_probs, azimuth)
+
+    def loss(self, log_probs: torch.Tensor, azimuth: torch.Tensor, cells: int, weight: float,
+             mode: torch.Tensor | None = None) -> torch.Tensor:
         """The nll in the solver's loss units (N,): weight · temperature · nll / cells."""
-        return (weight * self.temperature / cells) * self.nll(log_probs, azimuth)
+        return (weight * self.temperature / cells) * self.nll(log_probs, azimuth, mode)
