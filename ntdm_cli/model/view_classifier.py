@@ -32,8 +32,8 @@ from torch import nn
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
-    # BatchNorm over batches that mix categories: on the demo model GroupNorm in its place fell from
-    # 69 to 53 % azimuth accuracy on held-out images (docs/pretrained.md)
+    # BatchNorm: train.view mixes the categories in every batch, so batch statistics match the running
+    # statistics inference uses (GroupNorm generalised worse: docs/pretrained.md)
     return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 

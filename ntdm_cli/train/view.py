@@ -5,8 +5,8 @@ training image is preprocessed into the union crop that ``ntdm infer`` uses (not
 training crop: the body's receptive field reaches past a crop's border, so the features near it
 depend on the crop) and its features are computed once under the final network in evaluation mode,
 exactly as inference computes them; the small network is then trained on them by cross-entropy
-against soft azimuth targets. Images are shown without occluders: with the cached occluded variants
-the classifier's own azimuth accuracy fell (docs/pretrained.md).
+against soft azimuth targets. Images are shown without occluders (with them it generalised worse on
+unoccluded images: docs/pretrained.md).
 """
 
 from __future__ import annotations
