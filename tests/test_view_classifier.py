@@ -120,3 +120,50 @@ def test_view_prior_adds_its_negative_log_density_to_the_loss(tiny_pipeline):
     ties = RenderCompare(torch.zeros(1, 16, 16, 16), deformer, tex, bank, cfg, 5.0, (64.0, 64.0), STRIDE, view=(net, lp))
     loss = ties.losses(hyp)
     assert float(loss[0]) < float(loss[1])
+
+
+def test_view_term_chooses_among_starts_but_the_evidence_sets_the_fine_pose(tiny_pipeline):
+    """By default (infer.view_refine=false) Adam and the compass search follow the evidence alone, so
+    the refined poses are those of a scorer without the classifier, and the losses returned to choose
+    among them include its term; solve_batch reports each answer's evidence (the class is decided on
+    it). With view_refine the term also moves the fine pose."""
+    from ntdm_cli.infer.solver import refine, solve_batch
+
+    deformer, tex, feats, bank = random_scorer_scene(load_model(tiny_pipeline.model))
+    net = _net(bins=12, windows=((4, 4),))
+    lp = torch.full((1, 12), -20.0)
+    lp[0, 2] = 0.0
+    lp = lp.log_softmax(-1)
+    cfg = InferConfig(init_distance=5.0, view_prior=3.0, steps=4, polish_levels=1, azimuths=4, elevations=1,
+                      thetas=1, topk=2)
+    make = lambda: Hypotheses(torch.tensor([math.radians(75), math.radians(200)]), torch.tensor([0.2, 0.2]),
+                              torch.zeros(2), torch.tensor([5.0, 5.0]), deformer.latents[[0, 0]].float().clone(),
+                              torch.zeros(2, 3))
+    rc = RenderCompare(feats, deformer, tex, bank, cfg, 5.0, (64.0, 64.0), STRIDE, view=(net, lp))
+    plain = rc.without_view()
+    assert plain.view is None and rc.view is not None
+    h0 = make()
+    best, loss, _ = refine(rc, h0, rc.losses(h0).detach(), cfg)
+    h1 = make()
+    ref, ref_loss, _ = refine(plain, h1, plain.losses(h1).detach(), cfg)
+    torch.testing.assert_close(ref_loss, plain.losses(ref))
+    # the evidence's refined poses, or the start where the full loss prefers it (never worse than it)
+    keep_start = rc.losses(make()) < rc.losses(ref)
+    for a, b, c in zip(best.fields(), ref.fields(), make().fields()):
+        torch.testing.assert_close(a, torch.where(keep_start.view(-1, *[1] * (b.dim() - 1)), c, b))
+    torch.testing.assert_close(loss, rc.losses(best))
+    assert (loss <= rc.losses(make()) + 1e-6).all()
+
+    h2 = make()
+    pulled, _, _ = refine(rc, h2, rc.losses(h2).detach(), dataclasses.replace(cfg, view_refine=True))
+    assert not torch.allclose(pulled.azimuth, best.azimuth)
+
+    res = solve_batch(rc, cfg, torch.Generator().manual_seed(0))[0]
+    assert res.loss == pytest.approx(float(rc.losses(res.best)[0]), abs=1e-6)
+    # topk starts by the full loss and one more, the evidence's best grid pose; the class reads the
+    # lowest evidence among them
+    assert len(res.topk) == cfg.topk + 1
+    assert res.evidence == pytest.approx(float(plain.losses(res.topk).min()), abs=1e-6)
+    assert res.evidence <= float(plain.losses(res.best)[0]) + 1e-6
+    assert float(plain.losses(res.best)[0]) <= res.loss + 1e-6  # the term is ≥ 0: relative to the mode
+    assert len(solve_batch(plain, cfg, torch.Generator().manual_seed(0))[0].topk) == cfg.topk

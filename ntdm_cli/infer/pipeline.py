@@ -168,7 +168,7 @@ class Prediction:
     image_id: str
     category: str
     categories_tried: list[str]
-    category_losses: dict[str, float]
+    category_losses: dict[str, float]  # each category's answer, without the view classifier's term
     category_probs: dict[str, float]  # over the tried categories (calibrated when the model is)
     category_viewpoints: dict[str, dict]  # the pose solved for each tried category, original image frame
     background_loss: float  # loss of the object-absent hypothesis (infer.classify.background_loss)
@@ -277,7 +277,9 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
-        losses = {c: solved[(i, c)][0].loss for c in tried[i]}
+        # the class from the evidence: the view term is relative to each category's own mode, so a
+        # category whose classifier is unsure (an occluded object) would pay less for any pose
+        losses = {c: solved[(i, c)][0].evidence for c in tried[i]}
         cat, probs = classify(losses, bg_loss[i], model.categories, model.calibration if cfg.calibrated else None)
         res, rc, _ = solved[(i, cat)]
         amodal, visible = final_masks(rc, res.best, (h, w))

@@ -64,6 +64,8 @@ class InferConfig:
     pose_prior_outliers: float = 0.1  # the prior's uniform share: bounds what an unusual pose costs
     view_prior: float = 10.0  # weight of the model's view classifier, p(azimuth | image), in the loss, for models
     #   trained with one (train.view_epochs); 0: off
+    view_refine: bool = False  # the view term also in Adam and the compass search; False: it only picks the
+    #   starts and the answer among the refined starts, the evidence alone sets the fine pose and the class
 
     def validate(self) -> None:
         if self.init not in ("grid", "random", "average"):
@@ -286,6 +288,24 @@ class RenderCompare:
         coarse._set_features(pooled_features(self.f, factor))
         return coarse
 
+    def without_view(self) -> "RenderCompare":
+        """The same scorer without the view classifier's term (evidence and viewpoint prior only);
+        ``self`` when it has none. Shares everything else with ``self``."""
+        if self.view is None:
+            return self
+        plain = copy.copy(self)
+        plain.view = None
+        return plain
+
+    def view_term(self, hyp: Hypotheses) -> torch.Tensor:
+        """The view classifier's part (N,) of the hypotheses' losses (zeros without one), in loss units."""
+        if self.view is None:
+            return hyp.azimuth.new_zeros(len(hyp))
+        net, log_probs = self.view
+        img = hyp.image_index()
+        return net.loss(log_probs.index_select(0, img), hyp.azimuth, self.cells, self.cfg.view_prior,
+                        self.view_mode.index_select(0, img))
+
     def verts(self, hyp: Hypotheses) -> torch.Tensor:
         """Vertices (N, V, 3) of the hypotheses: s′ ⊙ Γ(z)."""
         if self.basis is not None:
@@ -334,9 +354,7 @@ class RenderCompare:
             loss = loss + self.prior.loss(hyp.elevation, hyp.theta, self.cells, self.cfg.pose_prior,
                                           self.cfg.pose_prior_outliers)
         if self.view is not None:
-            net, log_probs = self.view
-            loss = loss + net.loss(log_probs.index_select(0, img), hyp.azimuth, self.cells, self.cfg.view_prior,
-                                   self.view_mode.index_select(0, img))
+            loss = loss + self.view_term(hyp)
         if return_maps:
             fg = torch.zeros(N * hw, dtype=torch.bool, device=fg_pix.device).index_copy(0, surf.idx, fg_pix)
             return loss, surf.mask, fg.view(N, self.h, self.w)
@@ -347,6 +365,8 @@ class RenderCompare:
 class SolveResult:
     best: Hypotheses  # (1,)
     loss: float
+    evidence: float  # the lowest loss without the view classifier's term among the refined starts (the
+    #   category's evidence, for the class; = loss for a model without one)
     topk: Hypotheses  # (k,) after optimisation
     topk_losses: torch.Tensor  # (k,)
     init_loss: float  # best loss of the grid (its top-k starts, at full resolution)
@@ -417,18 +437,30 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         first = _score(scorer, coarse, cfg.score_chunk).view(B, P)
         # the shortlist holds the topk separated starts first, then the best of the rest
         keep = separated_topk(first, A.expand(B, -1), E.expand(B, -1), cfg.init_poses, sep, cfg.topk)  # (B, N)
+        if scorer.view is not None:  # the evidence's best pose stays on the shortlist (the extra start below)
+            best_e = (first - scorer.view_term(coarse).view(B, P)).argmin(1)
+            missing = ~(keep == best_e[:, None]).any(1)
+            keep[missing, -1] = best_e[missing]
         A, E, T = A[keep], E[keep], T[keep]  # the poses of each image: (B, N)
     grid = _grid(A, E, T, Z, B, cfg.init_distance)
     G = len(grid) // B
     scores = _score(scorer, grid, cfg.score_chunk)
     k = min(cfg.topk, G)
     pick = separated_topk(scores.view(B, G), grid.azimuth.view(B, G), grid.elevation.view(B, G), k, sep)
+    if scorer.view is not None and G > k:
+        # one more start, the evidence's best grid pose not already picked: the view term chooses the
+        # pose, but the class is decided on the category's best evidence, which that basin holds
+        evidence = (scores - scorer.view_term(grid)).view(B, G).scatter(1, pick, float("inf"))
+        pick = torch.cat([pick, evidence.argmin(1, keepdim=True)], 1)
+        k += 1
     top = (pick + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
     hyp = grid.select(top).detached()
     start = scores[top] if scorer is rc else _score(rc, hyp, cfg.score_chunk)  # the starts at full resolution
     init_losses = start.view(B, k).amin(1)
     t1 = time.perf_counter()
     best, best_loss, history = refine(rc, hyp, start, cfg, B)
+    plain = rc.without_view()
+    evidence = best_loss if plain is rc else _score(plain, best, cfg.score_chunk)
     t2 = time.perf_counter()
     results = []
     for b in range(B):
@@ -436,6 +468,7 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         order = rows[torch.argsort(best_loss[rows])]
         mine = best.select(order)
         results.append(SolveResult(best=mine.select(torch.tensor([0], device=dev)), loss=float(best_loss[order[0]]),
+                                   evidence=float(evidence[rows].min()),
                                    topk=mine, topk_losses=best_loss[order], init_loss=float(init_losses[b]),
                                    history=history, timing={"init": (t1 - t0) / B, "optimise": (t2 - t1) / B}))
     return results
@@ -446,8 +479,18 @@ def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferCo
     """Adam on the pose, distance and (unless ``cfg.fix_shape``) the latent and scale of ``hyp``
     (``images`` × k hypotheses, image-major, scored by ``rc``; ``start`` (images·k,) their losses),
     for ``cfg.steps`` steps with early stopping on the mean over images of their best loss.
-    Returns the best parameters seen per hypothesis (never worse than its start), their losses and
-    the history of that mean. ``hyp``'s tensors are optimised in place."""
+    Unless ``cfg.view_refine``, Adam and the compass search follow the evidence alone
+    (``rc.without_view()``): the view classifier's density peaks at its bin centres and would pull the
+    fine pose onto them; the returned losses are ``rc``'s, view term included, for choosing among the
+    refined starts. Returns the best parameters seen per hypothesis (by the loss followed; the start
+    where ``rc`` scores it lower), their ``rc`` losses (never above ``start``) and the history of that
+    mean. ``hyp``'s tensors are optimised in place."""
+    full, full_start, initial = rc, start, None
+    if not cfg.view_refine:
+        rc = rc.without_view()
+        if rc is not full:
+            initial = hyp.detached()
+            start = _score(rc, initial, cfg.score_chunk)
     B, k = images, len(hyp) // images
     params = [hyp.azimuth, hyp.elevation, hyp.theta, hyp.distance]
     if not cfg.fix_shape:
@@ -483,6 +526,8 @@ def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferCo
             best_loss = _keep_better(best, best_loss, hyp, rc.losses(hyp.detached()))
     if cfg.polish_levels > 0:
         best_loss = polish(rc, best, best_loss, cfg)
+    if initial is not None:  # rescored with the view term; a start that it scores better is kept
+        best_loss = _keep_better(best, _score(full, best, cfg.score_chunk), initial, full_start)
     return best, best_loss, history
 
 
