@@ -111,8 +111,7 @@ def test_infer_cli_outputs(tiny_pipeline, tmp_path):
     assert art["rotation"].shape == (n, 3, 3)
     assert art["category_losses"].shape == (n, 2) and art["categories"] == ["bus", "car"]
     assert art["latent"].shape[0] == n and art["scale"].shape == (n, 3)
-    # the tiny model has a view classifier: the evidence's best grid pose is refined as one more start
-    assert art["topk"].shape == (n, 2, 5)
+    assert art["topk"].shape == (n, 1, 5)
     assert (art["loss"] <= art["init_loss"] + 1e-5).all()
     # the annotation's loss, and after optimising from it (never worse than where it started)
     assert np.isfinite(art["annotated_loss"]).all() and np.isfinite(art["annotated_refined_loss"]).all()
@@ -186,7 +185,7 @@ def test_batched_images_match_one_at_a_time(tiny_pipeline):
         assert a.category == b.category
         assert a.result.loss == pytest.approx(b.result.loss, abs=1e-5)
         assert a.viewpoint["azimuth"] == pytest.approx(b.viewpoint["azimuth"], abs=1e-4)
-        assert len(a.result.topk) == len(b.result.topk) == 3  # topk + the evidence's best (view classifier)
+        assert len(a.result.topk) == len(b.result.topk) == 2
         assert a.result.evidence == pytest.approx(b.result.evidence, abs=1e-5)
 
 

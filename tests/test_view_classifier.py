@@ -160,10 +160,24 @@ def test_view_term_chooses_among_starts_but_the_evidence_sets_the_fine_pose(tiny
 
     res = solve_batch(rc, cfg, torch.Generator().manual_seed(0))[0]
     assert res.loss == pytest.approx(float(rc.losses(res.best)[0]), abs=1e-6)
-    # topk starts by the full loss and one more, the evidence's best grid pose; the class reads the
-    # lowest evidence among them
-    assert len(res.topk) == cfg.topk + 1
+    # topk − 1 starts by the full loss and the last by the evidence; the class reads the lowest
+    # evidence among them
+    assert len(res.topk) == cfg.topk
     assert res.evidence == pytest.approx(float(plain.losses(res.topk).min()), abs=1e-6)
     assert res.evidence <= float(plain.losses(res.best)[0]) + 1e-6
     assert float(plain.losses(res.best)[0]) <= res.loss + 1e-6  # the term is ≥ 0: relative to the mode
-    assert len(solve_batch(plain, cfg, torch.Generator().manual_seed(0))[0].topk) == cfg.topk
+
+
+def test_evidence_start_is_the_best_evidence_outside_the_picked_basins():
+    from ntdm_cli.infer.solver import evidence_start
+
+    az = torch.tensor([[0.0, 10.0, 90.0, 180.0]]).deg2rad()
+    el = torch.zeros(1, 4)
+    evidence = torch.tensor([[0.5, 0.1, 0.4, 0.3]])
+    sep = math.radians(60)
+    # the best evidence (10°) is in the basin of the start picked at 0°: the best beyond it, 180°
+    assert evidence_start(evidence, az, el, torch.tensor([[0]]), sep).tolist() == [[3]]
+    # picked elsewhere: the evidence's own best
+    assert evidence_start(evidence, az, el, torch.tensor([[3]]), sep).tolist() == [[1]]
+    # nothing far enough: the lowest not picked
+    assert evidence_start(evidence, az, el, torch.tensor([[0, 3]]), math.radians(100)).tolist() == [[1]]

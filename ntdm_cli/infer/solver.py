@@ -437,7 +437,7 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
         first = _score(scorer, coarse, cfg.score_chunk).view(B, P)
         # the shortlist holds the topk separated starts first, then the best of the rest
         keep = separated_topk(first, A.expand(B, -1), E.expand(B, -1), cfg.init_poses, sep, cfg.topk)  # (B, N)
-        if scorer.view is not None:  # the evidence's best pose stays on the shortlist (the extra start below)
+        if scorer.view is not None:  # the evidence's best pose stays on the shortlist (the last start below)
             best_e = (first - scorer.view_term(coarse).view(B, P)).argmin(1)
             missing = ~(keep == best_e[:, None]).any(1)
             keep[missing, -1] = best_e[missing]
@@ -446,13 +446,14 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
     G = len(grid) // B
     scores = _score(scorer, grid, cfg.score_chunk)
     k = min(cfg.topk, G)
-    pick = separated_topk(scores.view(B, G), grid.azimuth.view(B, G), grid.elevation.view(B, G), k, sep)
-    if scorer.view is not None and G > k:
-        # one more start, the evidence's best grid pose not already picked: the view term chooses the
-        # pose, but the class is decided on the category's best evidence, which that basin holds
-        evidence = (scores - scorer.view_term(grid)).view(B, G).scatter(1, pick, float("inf"))
-        pick = torch.cat([pick, evidence.argmin(1, keepdim=True)], 1)
-        k += 1
+    az, el = grid.azimuth.view(B, G), grid.elevation.view(B, G)
+    if scorer.view is not None and k > 1:
+        # the last start from the evidence alone: the view term chooses among the starts, but the class
+        # is decided on the category's best evidence, whose basin must be refined too
+        pick = separated_topk(scores.view(B, G), az, el, k - 1, sep)
+        pick = torch.cat([pick, evidence_start(scores - scorer.view_term(grid), az, el, pick, sep)], 1)
+    else:
+        pick = separated_topk(scores.view(B, G), az, el, k, sep)
     top = (pick + G * torch.arange(B, device=dev)[:, None]).reshape(-1)
     hyp = grid.select(top).detached()
     start = scores[top] if scorer is rc else _score(rc, hyp, cfg.score_chunk)  # the starts at full resolution
@@ -472,6 +473,24 @@ def solve_batch(rc: RenderCompare, cfg: InferConfig, generator: torch.Generator,
                                    topk=mine, topk_losses=best_loss[order], init_loss=float(init_losses[b]),
                                    history=history, timing={"init": (t1 - t0) / B, "optimise": (t2 - t1) / B}))
     return results
+
+
+def evidence_start(evidence: torch.Tensor, azimuth: torch.Tensor, elevation: torch.Tensor, picked: torch.Tensor,
+                   separation: float) -> torch.Tensor:
+    """Index (B, 1) per image of the lowest ``evidence`` loss among the hypotheses viewing the object
+    from at least ``separation`` radians away from every ``picked`` one (the picked starts' basins are
+    refined already), or the lowest not picked where none is that far.
+
+    evidence, azimuth, elevation: (B, G); picked: (B, p) indices."""
+    B, G = azimuth.shape
+    ev = evidence.view(B, G).scatter(1, picked, float("inf"))
+    best = ev.argmin(1, keepdim=True)
+    rows = torch.arange(B, device=azimuth.device)[:, None]
+    near = (view_angle(azimuth[:, :, None], elevation[:, :, None], azimuth[rows, picked][:, None, :],
+                       elevation[rows, picked][:, None, :]) < separation).any(2)  # (B, G)
+    far = ev.masked_fill(near, float("inf"))
+    ok = torch.isfinite(far.amin(1, keepdim=True))
+    return torch.where(ok, far.argmin(1, keepdim=True), best)
 
 
 def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferConfig,
