@@ -181,3 +181,28 @@ def test_evidence_start_is_the_best_evidence_outside_the_picked_basins():
     assert evidence_start(evidence, az, el, torch.tensor([[3]]), sep).tolist() == [[1]]
     # nothing far enough: the lowest not picked
     assert evidence_start(evidence, az, el, torch.tensor([[0, 3]]), math.radians(100)).tolist() == [[1]]
+
+
+def test_view_inputs_add_occluded_copies(tiny_pipeline):
+    """train.view_occlude: besides every clean image, that fraction of them once more with an
+    occluder pasted over the object, labelled like the clean one; 0 gives the clean images alone."""
+    from ntdm_cli.train.data import TrainingSet
+    from ntdm_cli.train.view import view_inputs
+
+    model = load_model(tiny_pipeline.model)
+    crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
+    ds = TrainingSet(tiny_pipeline.data, model.categories, "train", crop_hw=crop)
+    rows = list(range(min(8, len(ds))))
+    clean = view_inputs(model.backbone, ds, rows, "cpu")
+    both = view_inputs(model.backbone, ds, rows, "cpu", occlude=1.0, seed=0)
+    n = len(rows)
+    assert len(clean["category"]) == n and clean["features"].shape[0] == n
+    extra = len(both["category"]) - n
+    assert 0 < extra <= n  # an image whose mask is empty or full takes no occluder
+    torch.testing.assert_close(both["features"][:n], clean["features"][:n])  # one batch: the clean rows first
+    copies = both["features"][n:].float()
+    # each copy carries the label of a clean image, and its features differ from that image's
+    for j in range(extra):
+        same = (clean["category"] == both["category"][n + j]) & (clean["azimuth"] == both["azimuth"][n + j])
+        assert same.any()
+        assert not torch.allclose(copies[j], clean["features"][same][0].float())

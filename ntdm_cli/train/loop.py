@@ -229,7 +229,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
             _calibrate(trainer, dataset, split.calib, cfg.epochs)
     if cfg.view_epochs > 0 and cfg.epochs > 0:  # before the class calibration, which solves with it
         trainer.view, view_curve = fit_view_classifier(
-            view_inputs(trainer.backbone, dataset, split.train, device), len(cats), bins=cfg.view_bins,
+            view_inputs(trainer.backbone, dataset, split.train, device, occlude=cfg.view_occlude,
+                        occlude_max=cfg.occlude_max, seed=cfg.seed), len(cats), bins=cfg.view_bins,
             width=cfg.view_width, epochs=cfg.view_epochs, temperature=cfg.temperature, seed=cfg.seed, device=device)
         trainer.calibration["view_loss"] = np.asarray(view_curve)
     class_cal: dict = {}

@@ -57,6 +57,7 @@ class TrainConfig:
     #   many epochs on the final network's features (0: none)
     view_bins: int = 12  # its azimuth bins
     view_width: int = 64  # its trunk's channels
+    view_occlude: float = 0.0  # fraction of its training images also shown once with an occluder (0-1)
     seed: int = 0
 
     def validate(self) -> None:
@@ -83,6 +84,8 @@ class TrainConfig:
                                  f"got {self.frozen_blocks}")
         if not (self.zoom > 0 and self.zoom < 8):
             raise NtdmUsageError(f"train.zoom must be in (0, 8), got {self.zoom}")
+        if not 0 <= self.view_occlude <= 1:
+            raise NtdmUsageError(f"train.view_occlude must be in [0, 1], got {self.view_occlude}")
         if self.view_epochs < 0:
             raise NtdmUsageError(f"train.view_epochs must be ≥ 0, got {self.view_epochs}")
         if self.view_bins < 4 or self.view_width < 1:

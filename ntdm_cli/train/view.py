@@ -16,15 +16,21 @@ import torch
 from ntdm_cli.console import progress
 from ntdm_cli.model.backbone import evaluating
 from ntdm_cli.model.view_classifier import ViewClassifier
+from ntdm_cli.train.augment import paste_occluders
 from ntdm_cli.train.data import collate
 
 
 @torch.no_grad()
-def view_inputs(backbone, dataset, rows: list[int], device, batch_size: int = 16) -> dict[str, torch.Tensor]:
+def view_inputs(backbone, dataset, rows: list[int], device, batch_size: int = 16, occlude: float = 0.0,
+                occlude_max: float = 0.7, seed: int = 0) -> dict[str, torch.Tensor]:
     """The final network's features of the training ``rows`` of ``dataset`` (train.data.TrainingSet),
     each image in the union crop ``dataset.crop_hw``: dict(features (N, d, h, w) float16 on the CPU,
-    category (N,) long, azimuth (N,) float32 radians)."""
+    category (N,) long, azimuth (N,) float32 radians). With ``occlude`` > 0 that fraction of the
+    images is also shown once more with a background occluder pasted over the object
+    (train.augment.paste_occluders, covering up to ``occlude_max`` of it), so N grows by about
+    ``occlude`` · len(rows): the classifier then sees partly hidden objects as well as whole ones."""
     feats, cats, az = [], [], []
+    gen = torch.Generator().manual_seed(seed)
     with evaluating(backbone), progress() as prog:
         task = prog.add_task("view classifier inputs", total=len(rows), info="")
         for s in range(0, len(rows), batch_size):
@@ -33,6 +39,13 @@ def view_inputs(backbone, dataset, rows: list[int], device, batch_size: int = 16
             feats.append(backbone(batch["image"].to(device)).half().cpu())
             cats.append(batch["category"])
             az.append(batch["viewpoint"][:, 0].float())
+            if occlude > 0:
+                pasted, occluder, _ = paste_occluders(batch["image"], batch["mask"], occlude, occlude_max, gen)
+                got = occluder.flatten(1).any(1).nonzero().squeeze(1)
+                if got.numel():
+                    feats.append(backbone(pasted[got].to(device)).half().cpu())
+                    cats.append(batch["category"][got])
+                    az.append(batch["viewpoint"][got, 0].float())
             prog.update(task, advance=len(items))
     return {"features": torch.cat(feats), "category": torch.cat(cats), "azimuth": torch.cat(az)}
 
