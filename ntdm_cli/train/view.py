@@ -5,8 +5,10 @@ training image is preprocessed into the union crop that ``ntdm infer`` uses (not
 training crop: the body's receptive field reaches past a crop's border, so the features near it
 depend on the crop) and its features are computed once under the final network in evaluation mode,
 exactly as inference computes them; the small network is then trained on them by cross-entropy
-against soft azimuth targets. Images are shown without occluders (with them it generalised worse on
-unoccluded images: docs/pretrained.md).
+against soft azimuth targets. With ``train.view_occlude`` the images are shown clean *and* once with
+an occluder pasted over the object: fitted on clean images alone, the classifier names a basin just as
+confidently when an occluder hides what tells the basins apart, while replacing clean images by
+occluded ones cost accuracy on clean images (docs/pretrained.md).
 """
 
 from __future__ import annotations
