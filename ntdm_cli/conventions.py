@@ -29,3 +29,8 @@ def mask_key(image_id: str, which: str | None = None) -> str:
     """Path of a predicted mask in a predictions artifact: ``masks/<image_id, '/' → '|'>[/<which>]``."""
     key = f"{MASK_GROUP}/{mask_group_name(image_id)}"
     return f"{key}/{which}" if which else key
+
+#: faces of a deformed template farther from its CAD's surface than this fraction of the CAD's
+#: bounding-box diagonal span empty space (geometry.holes) and are left out of silhouettes and meshes:
+#: about twice the median face's distance in the demo's fits (docs/pretrained.md)
+DEFAULT_HOLE_GAP = 0.0125

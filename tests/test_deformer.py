@@ -244,6 +244,9 @@ def test_fit_deformer_cli_artifact_and_table(fitted):
     assert art.config["deformer"]["subdivisions"] == 2 and art.config["deformer"]["steps"] == 25
     assert art["template/verts"].shape == (162, 3) and art["template/faces_uvs"].shape == (320, 3)
     assert art["scale"].shape == (3,)
+    # each CAD's face gaps (geometry.holes) are stored, and the table gives the share of holes
+    assert art["face_gaps"].shape == (2, 320) and np.all(np.isfinite(art["face_gaps"]))
+    assert np.median(art["face_gaps"]) < 0.05 and "holes % area" in r.stdout
 
 
 def test_export_obj_round_trip(fitted, tmp_path, capsys):

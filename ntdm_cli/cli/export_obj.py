@@ -9,6 +9,7 @@ import typer
 
 from ntdm_cli.cli.common import existing_file, output_file_ok
 from ntdm_cli.console import out
+from ntdm_cli.conventions import DEFAULT_HOLE_GAP
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +25,9 @@ def register(app: typer.Typer) -> None:
         scale: float = typer.Option(1.0, "--scale", help="Multiply the coordinates by this factor."),
         uv: bool = typer.Option(False, "--uv", help="Also write the template UVs with a checker texture "
                                 "(.mtl + .png next to each OBJ)."),
+        hole_gap: float = typer.Option(DEFAULT_HOLE_GAP, "--hole-gap", help="Leave out the faces that span empty space: "
+                                       "farther from the CAD surface than this fraction of its diagonal "
+                                       "(a chair's legs without the membrane between them; 0: every face)."),
         index: Optional[int] = typer.Option(None, "--index", help="Predictions: the image (row) to export."),
         category: Optional[str] = typer.Option(None, "--category", help="Model: which category's deformer."),
     ) -> None:
@@ -40,6 +44,6 @@ def register(app: typer.Typer) -> None:
         else:
             output_file_ok(output, "--output", [("ARTIFACT", artifact)])
         paths = export_obj(artifact, output, ExportRequest(latent=latent, mean=mean, all=all_, scale=scale, uv=uv,
-                                                                  index=index, category=category))
+                                                                  hole_gap=hole_gap, index=index, category=category))
         for p in paths:
             out.print(str(p))

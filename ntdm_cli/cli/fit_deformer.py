@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit Γ(z) = s ⊙ (v + Ψ(v, z)) to CAD models and write a [bold]kind=deformer[/bold] artifact.
 
-        CADs are assumed aligned in the category frame (as PASCAL3D+'s are). At the end a table gives the per-CAD errors: mean and 95th-percentile symmetric surface distance in CAD units and in % of the CAD's bounding-box diagonal, and how much closer each fitted shape is to its own CAD than to any other."""
+        CADs are assumed aligned in the category frame (as PASCAL3D+'s are). At the end a table gives the per-CAD errors: mean and 95th-percentile symmetric surface distance in CAD units and in % of the CAD's bounding-box diagonal, how much closer each fitted shape is to its own CAD than to any other, and the share of its surface that spans empty space (holes: faces farther from the CAD than 1.25 % of its diagonal, left out of silhouettes and meshes)."""
         from ntdm_cli.errors import NtdmUsageError
         from ntdm_cli.geometry.fit import DeformerConfig
 
@@ -76,17 +76,22 @@ def run_fit_deformer(cads: List[str], output: Path, cfg, category: Optional[str]
 
 
 def print_errors(result) -> None:
+    from ntdm_cli.conventions import DEFAULT_HOLE_GAP
+    from ntdm_cli.geometry.holes import hole_area_share
+
     e = result.errors
     d = result.deformer
+    holes = 100.0 * hole_area_share(d, DEFAULT_HOLE_GAP)
     units = "" if d.normalization == 1.0 else f"; the deformer outputs units of {d.normalization:.4g} CAD units"
     table = Table(title=f"per-CAD fit errors: symmetric surface distance in CAD units{units} "
                         f"(fit {result.seconds:.1f} s, {result.cpu_seconds:.1f} s CPU)")
     width = max(len(n) for n in e.names)
-    for col in ("k", "CAD", "mean", "p95", "mean % diag", "p95 % diag", "other/own"):
+    for col in ("k", "CAD", "mean", "p95", "mean % diag", "p95 % diag", "other/own", "holes % area"):
         table.add_column(col, justify="left" if col == "CAD" else "right", no_wrap=True,
                          min_width=width if col == "CAD" else None)
     ratio = e.own_other_ratio
     for k, name in enumerate(e.names):
         table.add_row(str(k), name, f"{e.mean[k]:.4g}", f"{e.p95[k]:.4g}", f"{e.mean_pct[k]:.3f}",
-                      f"{e.p95_pct[k]:.3f}", "-" if ratio[k] == float("inf") else f"{ratio[k]:.1f}")
+                      f"{e.p95_pct[k]:.3f}", "-" if ratio[k] == float("inf") else f"{ratio[k]:.1f}",
+                      f"{holes[k]:.1f}")
     out.print(table)

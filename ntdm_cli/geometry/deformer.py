@@ -14,6 +14,10 @@ s = (s_x, s_y, s_z) is the learned average scale. Two ways of feeding z (config 
 
 Units: ``forward`` returns vertices in the object (category) frame, in CAD units unless the deformer
 was fitted with ``normalize`` (then in units of the stored ``normalization`` length).
+
+A fitted deformer also carries ``face_gaps`` (K, F): how far each face of each CAD's fitted shape is
+from that CAD's surface (geometry.holes); the faces that span empty space are left out of silhouettes
+and exported meshes. Deformers written before it existed load with ``face_gaps = None`` (no holes).
 """
 
 from __future__ import annotations
@@ -84,6 +88,10 @@ class Deformer(nn.Module):
         nn.init.zeros_(self.out.bias)
         s = torch.ones(3) if scale is None else torch.as_tensor(scale, dtype=torch.float32).reshape(3)
         self.log_scale = nn.Parameter(torch.log(s.clamp_min(1e-8)))
+        # (K, F) float32 CPU tensor, distance of each face of Γ(z_k) to CAD k in units of its bbox
+        # diagonal (geometry.holes.face_gaps), or None; not a parameter or buffer, so a state dict
+        # without it loads
+        self.face_gaps: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ views
     @property
@@ -163,7 +171,7 @@ def deformer_to_artifact_data(d: Deformer) -> dict[str, Any]:
     """The deformer as a nested mapping for :func:`ntdm_cli.artifacts.write_artifact` (also used to
     embed deformers in the model artifact): ``arch/*`` scalars, ``weights/<param>`` arrays,
     ``template/{verts,faces,verts_uvs,faces_uvs}``, ``scale`` (3,), ``cad_names`` (K,),
-    ``category``, ``normalization``."""
+    ``category``, ``normalization`` and, when known, ``face_gaps`` (K, F)."""
     weights = {k: v.detach().cpu().numpy() for k, v in d.state_dict().items()
                if k not in ("template_verts", "template_faces", "verts_uvs", "faces_uvs")}
     return {
@@ -175,6 +183,7 @@ def deformer_to_artifact_data(d: Deformer) -> dict[str, Any]:
         "cad_names": list(d.cad_names),
         "category": d.category,
         "normalization": np.array(d.normalization),
+        **({"face_gaps": d.face_gaps.cpu().numpy()} if d.face_gaps is not None else {}),
     }
 
 
@@ -199,6 +208,12 @@ def deformer_from_artifact_data(data: Mapping[str, Any], where: str = "deformer"
         state.update(template_verts=template.verts, template_faces=template.faces,
                      verts_uvs=template.verts_uvs, faces_uvs=template.faces_uvs)
         d.load_state_dict(state, strict=True)
+        if "face_gaps" in data:
+            gaps = torch.as_tensor(np.asarray(data["face_gaps"]), dtype=torch.float32)
+            shape = (d.num_latents, d.template_faces.shape[0])
+            if tuple(gaps.shape) != shape or not bool(torch.isfinite(gaps).all()) or bool((gaps < 0).any()):
+                raise ValueError(f"face_gaps must be {shape} finite distances ≥ 0, got shape {tuple(gaps.shape)}")
+            d.face_gaps = gaps
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{where}: incomplete or inconsistent deformer data "
                             f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})")

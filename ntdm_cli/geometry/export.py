@@ -17,6 +17,8 @@ import numpy as np
 from ntdm_cli.conventions import PREDICTED_VP_KEYS, mask_key
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.fsutil import make_output_folder
+from ntdm_cli.conventions import DEFAULT_HOLE_GAP
+from ntdm_cli.geometry.holes import solid_faces, without_holes
 
 
 @dataclass
@@ -30,6 +32,8 @@ class ExportRequest:
     all: bool = False
     scale: float = 1.0
     uv: bool = False
+    hole_gap: float = DEFAULT_HOLE_GAP  # faces farther from the CAD surface than this fraction of its
+    #   diagonal are left out (geometry.holes); 0: every face
     index: Optional[int] = None  # predictions: the row (image) to export
     category: Optional[str] = None  # model: which embedded deformer
 
@@ -45,6 +49,8 @@ class ExportRequest:
                 raise NtdmUsageError("--index applies to predictions artifacts")
         if not np.isfinite(self.scale) or self.scale <= 0:
             raise NtdmUsageError(f"--scale {self.scale}: must be a positive number")
+        if not (np.isfinite(self.hole_gap) and self.hole_gap >= 0):
+            raise NtdmUsageError(f"--hole-gap {self.hole_gap}: must be a number ≥ 0")
 
 
 Exporter = Callable[[Path, Path, ExportRequest], list]
@@ -84,19 +90,23 @@ def _export_deformer(path: Path, output: Path, req: ExportRequest, d=None) -> li
     z = torch.stack([d.mean_latent()[0] if k is None else d.latents[k] for k in keys])
     with torch.no_grad():
         verts = (d(z) * req.scale).numpy()
-    faces = d.faces.numpy()
-    extra = {}
-    if req.uv:
-        extra = dict(verts_uvs=d.verts_uvs.numpy(), faces_uvs=d.faces_uvs.numpy(), texture=checker_texture())
+    keep = solid_faces(d.face_gaps, z, req.hole_gap)
+
+    def write(target: Path, i: int) -> Path:
+        t = without_holes(d.template, None if keep is None else keep[i])
+        extra = {}
+        if req.uv:
+            extra = dict(verts_uvs=t.verts_uvs.numpy(), faces_uvs=t.faces_uvs.numpy(), texture=checker_texture())
+        return write_obj(target, verts[i], t.faces.numpy(), **extra)
+
     if req.all:
         make_output_folder(output, "--output")
-        return [write_obj(output / f"{k:02d}_{_safe(d.cad_names[k])}.obj", verts[i], faces, **extra)
-                for i, k in enumerate(keys)]
+        return [write(output / f"{k:02d}_{_safe(d.cad_names[k])}.obj", i) for i, k in enumerate(keys)]
     if output.is_dir():
         raise NtdmUsageError(f"--output {output}: is a folder, expected an .obj file path")
     if output.suffix.lower() != ".obj":
         raise NtdmUsageError(f"--output {output}: expected a file name ending in .obj")
-    return [write_obj(output, verts[0], faces, **extra)]
+    return [write(output, 0)]
 
 
 EXPORTERS["deformer"] = _export_deformer
@@ -153,12 +163,14 @@ def _export_predictions(path: Path, output: Path, req: ExportRequest) -> list[Pa
         scale = torch.from_numpy(np.asarray(art["scale"][i], dtype=np.float32))
         with torch.no_grad():
             verts = d(z)[0] * scale
+        keep = solid_faces(d.face_gaps, z, req.hole_gap)
+        template = without_holes(d.template, None if keep is None else keep[0])
         vp = Viewpoint.create(**{k: float(art[k][i]) for k in PREDICTED_VP_KEYS})
         masks = art[mask_key(art["image_id"][i])]
-        state = vertex_visibility(verts, d.template, vp, np.asarray(masks["visible"], bool),
+        state = vertex_visibility(verts, template, vp, np.asarray(masks["visible"], bool),
                                   np.asarray(masks["amodal"], bool))
         target = output / f"{i:05d}_{_safe(art['image_id'][i])}.obj" if req.all else output
-        written.append(export_prediction_obj(target, verts.numpy() * req.scale, d.template, state))
+        written.append(export_prediction_obj(target, verts.numpy() * req.scale, template, state))
     return written
 
 

@@ -7,6 +7,7 @@ CAD surface (only its exterior part: points seen from outside, so the hidden fac
 do not pull the sphere inwards), plus ``w_normal`` · normal consistency and ``w_laplacian`` ·
 uniform Laplacian smoothing. Closest faces are found without gradient (Open3D BVH) and the distance
 is recomputed differentiably (``distance.point_triangle_distance``). Adam, cosine learning rate.
+After the fit, each face's distance to its CAD is stored with the deformer (geometry.holes).
 
 Internally the CADs are divided by a category length c (the mean bounding-box diagonal); the fitted
 scale is multiplied back by c unless ``normalize`` is set, in which case the deformer outputs
@@ -28,6 +29,7 @@ from ntdm_cli.console import progress
 from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.geometry.deformer import CONDITIONINGS, Deformer
 from ntdm_cli.geometry.distance import FaceSearch, exterior_mask, point_triangle_distance, sample_surface
+from ntdm_cli.geometry.holes import face_gaps
 from ntdm_cli.geometry.losses import edge_face_pairs, laplacian_smoothing, normal_consistency, uniform_laplacian
 from ntdm_cli.geometry.mesh_io import Mesh
 from ntdm_cli.geometry.template import make_template
@@ -265,6 +267,8 @@ def _fit(cads: Sequence[Mesh], cfg: DeformerConfig, category: str, device: torch
         raise NtdmError(f"the fit diverged: {which} has non-finite errors (CAD coordinates too large or "
                         f"degenerate? their bounding-box diagonal is {float(np.max(errors.diag)):.3g}); "
                         f"nothing written")
+    # where each fitted shape spans empty space (geometry.holes): left out of silhouettes and meshes
+    deformer.face_gaps = torch.from_numpy(face_gaps(deformer, cads))
     t_end = time.perf_counter()
     return FitResult(deformer=deformer.cpu(), errors=errors, history=history,
                      seconds=t_end - t0, cpu_seconds=time.process_time() - c0,

@@ -22,6 +22,8 @@ from ntdm_cli.console import progress, warn_skipped
 from ntdm_cli.data.pascal3d import load_image
 from ntdm_cli.data.preprocess import CropTransform, unpreprocess_mask, unpreprocess_viewpoint
 from ntdm_cli.errors import ImageError, MissingInputError, NtdmUsageError, short
+from ntdm_cli.geometry.holes import solid_faces, without_holes
+from ntdm_cli.geometry.template import Template
 from ntdm_cli.infer.classify import background_loss, classify
 from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, SolveResult, background_scores,
                                    bank_centres, pooled_features, refine, solve_batch)
@@ -181,6 +183,7 @@ class Prediction:
     crop_amodal: np.ndarray
     crop_visible: np.ndarray
     verts: np.ndarray  # (V, 3) predicted shape (object frame, scaled)
+    template: Template  # its faces: the deformer's without the holes of the predicted shape (geometry.holes)
     timing: dict
     inp: InferInput
 
@@ -200,13 +203,24 @@ def batch_features(inputs: list[InferInput], model: NTDMModel, device) -> list[t
     return out  # type: ignore[return-value]
 
 
+def answer_template(rc: RenderCompare, hyp) -> Template:
+    """The template of a (1,) hypothesis's mesh without its holes: the faces of ``rc``'s deformer
+    whose gap to the CADs mixed by its latent exceeds ``infer.hole_gap`` are left out (geometry.holes);
+    the whole template for a deformer without face gaps or with ``infer.hole_gap`` 0."""
+    keep = solid_faces(rc.deformer.face_gaps, hyp.latent, rc.cfg.hole_gap)
+    return without_holes(rc.template, None if keep is None else keep[0])
+
+
 @torch.no_grad()
-def final_masks(rc: RenderCompare, hyp, crop_hw) -> tuple[torch.Tensor, torch.Tensor]:
-    """Amodal silhouette at the crop resolution and the visible (foreground) mask, (H, W) bool each."""
+def final_masks(rc: RenderCompare, hyp, crop_hw, template: Template | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Amodal silhouette at the crop resolution and the visible (foreground) mask, (H, W) bool each.
+    The silhouette is the mesh of ``template`` (default: :func:`answer_template`, the mesh without
+    its holes)."""
     loss, inside, fg = rc.losses(hyp, return_maps=True)
     verts = rc.verts(hyp)
     screen = project(verts, rc.viewpoint(hyp), stride=1.0)
-    frags = rasterize(screen, rc.template.faces, image_size=crop_hw, faces_per_pixel=1)
+    faces = (template or answer_template(rc, hyp)).faces
+    frags = rasterize(screen, faces, image_size=crop_hw, faces_per_pixel=1)
     amodal = frags.pix_to_face[0, ..., 0] >= 0
     up = F.interpolate(fg.float().unsqueeze(1), size=crop_hw, mode="bilinear", align_corners=False)[0, 0] > 0.5
     return amodal, up & amodal
@@ -282,7 +296,8 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
         losses = {c: solved[(i, c)][0].evidence for c in tried[i]}
         cat, probs = classify(losses, bg_loss[i], model.categories, model.calibration if cfg.calibrated else None)
         res, rc, _ = solved[(i, cat)]
-        amodal, visible = final_masks(rc, res.best, (h, w))
+        template = answer_template(rc, res.best)
+        amodal, visible = final_masks(rc, res.best, (h, w), template)
         hyp = res.best
         per_class = {c: unpreprocess_viewpoint(_crop_viewpoint(solved[(i, c)][0].best, (h, w)), inp.transform)
                      for c in tried[i]}
@@ -297,7 +312,8 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             annotated_loss=annotated[i], annotated_refined_loss=refined[i], result=res,
             viewpoint=per_class[cat],
             amodal=unpreprocess_mask(crop_amodal, inp.transform), visible=unpreprocess_mask(crop_visible, inp.transform),
-            crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, timing=timing[i], inp=inp))
+            crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, template=template, timing=timing[i],
+            inp=inp))
     return preds
 
 
@@ -470,7 +486,7 @@ def run_infer(inputs: Iterable[InferInput], model: NTDMModel, cfg: InferConfig, 
                     preds.append(p)
                     stem = output_stem(p)
                     write_prediction_outputs(
-                        p, model.deformers[p.category].template,
+                        p, p.template,
                         (overlay / f"{stem}.png" if several else overlay) if overlay is not None else None,
                         (export / f"{stem}.obj" if several else export) if export is not None else None)
                     p.inp.crop = None  # written: the crop is not needed any more (memory on large splits)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ntdm_cli.config import section
 from ntdm_cli.errors import NtdmUsageError
+from ntdm_cli.conventions import DEFAULT_HOLE_GAP
 from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.pose_prior import PosePrior
 from ntdm_cli.model.surface import rasterize_surface, render_covered
@@ -64,6 +65,9 @@ class InferConfig:
     pose_prior_outliers: float = 0.1  # the prior's uniform share: bounds what an unusual pose costs
     view_prior: float = 10.0  # weight of the model's view classifier, p(azimuth | image), in the loss, for models
     #   trained with one (train.view_epochs); 0: off
+    hole_gap: float = DEFAULT_HOLE_GAP  # faces of the deformed mesh farther than this fraction of the CAD's
+    #   diagonal from its surface (geometry.holes) are holes: left out of the amodal mask and the exported
+    #   meshes (a chair's legs without the membrane between them); 0: every face
     view_refine: bool = False  # the view term also in Adam and the compass search; False: it only picks the
     #   starts and the answer among the refined starts, the evidence alone sets the fine pose and the class
 
@@ -90,6 +94,8 @@ class InferConfig:
             raise NtdmUsageError(f"infer.pose_prior must be ≥ 0, got {self.pose_prior!r}")
         if not 0 < self.pose_prior_outliers < 1:
             raise NtdmUsageError(f"infer.pose_prior_outliers must be in (0, 1), got {self.pose_prior_outliers!r}")
+        if not (self.hole_gap >= 0 and math.isfinite(self.hole_gap)):
+            raise NtdmUsageError(f"infer.hole_gap must be ≥ 0, got {self.hole_gap!r}")
         if not (self.view_prior >= 0 and math.isfinite(self.view_prior)):
             raise NtdmUsageError(f"infer.view_prior must be ≥ 0, got {self.view_prior!r}")
         for name in ("lr", "lr_final_factor", "polish_step_deg"):
