@@ -114,3 +114,62 @@ def test_export_obj_leaves_holes_out(tmp_path, capsys):
     assert len(load_mesh(tmp_path / "all.obj").faces) == len(top)
     code, _, err = _cli(capsys, "export-obj", str(p), "--latent", "0", "--hole-gap", "-1", "-o", str(tmp_path / "x.obj"))
     assert code == 2 and "--hole-gap" in err and not (tmp_path / "x.obj").exists()
+
+
+# ------------------------------------------------------- rendering without the holes (train.hole_gap)
+
+def test_rasterize_surface_without_holes_sees_through_them():
+    """All faces solid: the same fragments as the shared-face path. The faces under the cap holed:
+    from below, the centre pixel sees the inside of the cap (farther) instead of the bottom pole."""
+    from ntdm_cli.model.surface import rasterize_surface
+
+    d, cap, top = _sphere_and_cap()
+    t = d.template
+    verts = d(torch.ones(2, 1)).detach().requires_grad_(True)
+    vp = Viewpoint.create(azimuth=[0.3, 0.3], elevation=[-np.pi / 2 + 0.05, 0.0], distance=[5.0, 5.0],
+                          px=[16.0, 16.0], py=[16.0, 16.0], viewport=[32.0, 32.0])
+    args = (t.faces, t.verts_uvs, t.faces_uvs, vp, (32, 32), 1.0, 3)
+    closed = rasterize_surface(verts, *args)
+    same = rasterize_surface(verts, *args, solid=torch.ones(2, len(top), dtype=torch.bool))
+    assert torch.equal(same.mask, closed.mask) and torch.equal(same.idx, closed.idx)
+    torch.testing.assert_close(same.uv_covered, closed.uv_covered)
+    torch.testing.assert_close(same.alpha_covered, closed.alpha_covered)
+    holed = rasterize_surface(verts, *args, solid=torch.from_numpy(top).expand(2, -1))
+    z_closed = closed.fragments.zbuf[0, 16, 16, 0]
+    z_holed = holed.fragments.zbuf[0, 16, 16, 0]
+    assert holed.mask[0, 16, 16] and z_holed > z_closed + 1.0     # the cap's inside, about 2 units farther
+    assert holed.mask[1].sum() < closed.mask[1].sum()            # from the side: the bottom is gone
+    holed.uv_covered.sum().backward()                             # differentiable in the vertices
+    assert verts.grad is not None and verts.grad.abs().sum() > 0
+
+
+def test_trainer_renders_each_cad_without_its_holes(tiny_pipeline):
+    """train.hole_gap: the ground-truth meshes are rasterised without their holes (a silhouette inside
+    the closed one; a tiny threshold leaves most faces out), the model records the threshold, and a
+    deformer without face gaps is refused."""
+    from ntdm_cli.errors import NtdmUsageError
+    from ntdm_cli.train.data import TrainingSet, collate
+    from ntdm_cli.train.loop import load_deformers
+    from ntdm_cli.train.settings import TrainConfig
+    from ntdm_cli.train.trainer import Trainer
+
+    cats = sorted(p.stem for p in tiny_pipeline.deformers.glob("*.h5"))
+    deformers = load_deformers(sorted(tiny_pipeline.deformers.glob("*.h5")), "cpu")
+    assert all(d.face_gaps is not None for d in deformers.values())
+    dataset = TrainingSet(tiny_pipeline.data, cats, "train")
+    batch = collate([dataset[i] for i in range(4)])
+    h, w = (x // 8 for x in dataset.crop_hw)
+    masks = {}
+    for gap in (0.0, 0.0125, 1e-4):
+        cfg = TrainConfig(backbone="small", feature_dim=8, texture_size=32, observe_upsample=2, hole_gap=gap)
+        trainer, _ = Trainer.build(cfg, cats, deformers, "cpu")
+        assert bool(trainer.solid) == (gap > 0)
+        masks[gap] = trainer.fine_surface(batch, (h, w)).mask
+    assert bool((masks[0.0125] <= masks[0.0]).all()) and bool((masks[1e-4] <= masks[0.0]).all())
+    assert masks[1e-4].sum() < 0.5 * masks[0.0].sum()
+    deformers[cats[0]].face_gaps = None
+    with pytest.raises(NtdmUsageError, match="has no face gaps"):
+        Trainer.build(TrainConfig(backbone="small", feature_dim=8, texture_size=32, hole_gap=0.0125), cats,
+                      deformers, "cpu")
+    with pytest.raises(NtdmUsageError, match="train.hole_gap"):
+        TrainConfig(hole_gap=-1.0).validate()

@@ -282,7 +282,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             continue
         rc = RenderCompare(features[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
                            (w / 2.0, h / 2.0), stride, bg=bg[rows], prior=priors.get(cat),
-                           view=(model.view, view[cat][rows]) if cat in view else None)
+                           view=(model.view, view[cat][rows]) if cat in view else None, hole_gap=model.hole_gap)
         for r, (i, res) in enumerate(zip(rows, solve_batch(rc, cfg, generator))):
             solved[(i, cat)] = (res, rc, r)
             timing[i]["init"] += res.timing["init"]
@@ -360,7 +360,8 @@ def annotated_losses(inputs: list[InferInput], features: torch.Tensor, model: NT
             rc = RenderCompare(features[i:i + 1], model.deformers[ann.category], model.textures[ann.category], clutter,
                                cfg, model.bin_temperature, (crop_w / 2.0, crop_h / 2.0), stride, bg=bg[i:i + 1],
                                prior=priors.get(ann.category),
-                               view=(model.view, view[ann.category][i:i + 1]) if view and ann.category in view else None)
+                               view=(model.view, view[ann.category][i:i + 1]) if view and ann.category in view else None,
+                               hole_gap=model.hole_gap)
             row = 0
         hyp = annotation_hypothesis(ann, model.deformers[ann.category].num_latents, row, features.device)
         with torch.no_grad():

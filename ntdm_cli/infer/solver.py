@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ntdm_cli.config import section
 from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.conventions import DEFAULT_HOLE_GAP
+from ntdm_cli.geometry.holes import solid_faces
 from ntdm_cli.model.backbone import STRIDE
 from ntdm_cli.model.pose_prior import PosePrior
 from ntdm_cli.model.surface import rasterize_surface, render_covered
@@ -241,13 +242,16 @@ class RenderCompare:
     viewpoint prior (model.pose_prior), weighed against the evidence of the h·w cells of ``features``
     (also when a pooled copy scores the grid), or None; view: the view classifier
     (model.view_classifier) and its log-probabilities (B, K) of the category's azimuth bins for each
-    image, weighed the same way (``cfg.view_prior``), or None."""
+    image, weighed the same way (``cfg.view_prior``), or None; hole_gap: hypotheses are rendered
+    without the faces whose gap to the CADs their latent mixes exceeds it (geometry.holes; the model's
+    train.hole_gap, 0: the closed mesh)."""
 
     def __init__(self, features: torch.Tensor, deformer, texture, bank: torch.Tensor, cfg: InferConfig,
                  bin_temperature: float, principal: tuple[float, float], stride: float = STRIDE,
                  bg: torch.Tensor | None = None, prior: PosePrior | None = None,
-                 view: tuple[ViewClassifier, torch.Tensor] | None = None):
+                 view: tuple[ViewClassifier, torch.Tensor] | None = None, hole_gap: float = 0.0):
         self.stride = float(stride)
+        self.hole_gap = float(hole_gap)
         self.prior = prior if cfg.pose_prior > 0 else None
         self.view = view if cfg.view_prior > 0 else None
         if self.view is not None:  # each image's mode, once: every scored hypothesis is relative to it
@@ -339,7 +343,8 @@ class RenderCompare:
         with a view classifier the negative log-density of its azimuth (model.view_classifier)."""
         surf = rasterize_surface(self.verts(hyp), self.template.faces, self.template.verts_uvs,
                                  self.template.faces_uvs, self.viewpoint(hyp), (self.h, self.w), self.stride,
-                                 self.num_bins, self.bin_temperature)
+                                 self.num_bins, self.bin_temperature,
+                                 solid=solid_faces(self.deformer.face_gaps, hyp.latent, self.hole_gap))
         rendered = render_covered(surf, self.theta)  # (d, M)
         img = hyp.image_index()
         hw = self.h * self.w

@@ -78,6 +78,12 @@ class NTDMModel:
         return float(self.extra.get("zoom", 1.0))
 
     @property
+    def hole_gap(self) -> float:
+        """The threshold of the holes its training rendered (train.hole_gap; geometry.holes): inference
+        renders hypotheses the same way. 0 (the closed mesh) for models written before it existed."""
+        return float(self.extra.get("hole_gap", 0.0))
+
+    @property
     def pose_priors(self) -> dict[str, PosePrior]:
         """Each category's viewpoint prior, learned from its training annotations (empty for models
         written before priors were stored)."""

@@ -43,16 +43,35 @@ class SurfaceFragments:
         return self._full(self.alpha_covered)
 
 
+def without_faces(screen: torch.Tensor, faces: torch.Tensor, solid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """N meshes whose faces differ per mesh, for a rasterizer that shares one face tensor: the screen
+    vertices (N, V, 3) as triangle soups (N, 3F, 3) on the faces (F, 3) = (3f, 3f+1, 3f+2), so a face
+    keeps its index and its corners' order; the faces that are not ``solid`` (N, F) bool get their
+    corners behind the camera (depth -1), which the rasterizer skips."""
+    F_ = faces.shape[0]
+    tri = screen[:, faces.reshape(-1)]                                   # (N, 3F, 3)
+    hidden = (~solid.to(tri.device)).repeat_interleave(3, 1)            # (N, 3F)
+    depth = torch.where(hidden, torch.full_like(tri[..., 2], -1.0), tri[..., 2])
+    soup = torch.arange(3 * F_, device=faces.device).view(F_, 3)
+    return torch.cat([tri[..., :2], depth.unsqueeze(-1)], -1), soup
+
+
 def rasterize_surface(verts: torch.Tensor, faces: torch.Tensor, verts_uvs: torch.Tensor, faces_uvs: torch.Tensor,
                       viewpoint, image_size: tuple[int, int], stride: float, num_bins: int,
-                      temperature: float = 5.0) -> SurfaceFragments:
+                      temperature: float = 5.0, solid: torch.Tensor | None = None) -> SurfaceFragments:
     """Rasterise meshes verts (N, V, 3) (object = world frame) seen from ``viewpoint`` (N hypotheses)
-    onto an (H, W) feature map whose pixels are ``stride`` image pixels wide.
+    onto an (H, W) feature map whose pixels are ``stride`` image pixels wide. ``solid`` (N, F) bool:
+    the faces of each mesh that are rasterised (geometry.holes; None: all), so what lies behind a
+    mesh's holes shows through them.
 
     Normals, directions to the camera and viewing coefficients are computed at the M covered pixels
-    only (a 16×16 map of a small object is mostly background); the full maps are built on demand."""
+    only (a 16×16 map of a small object is mostly background); the full maps are built on demand.
+    Normals are the closed mesh's either way."""
     screen = project(verts, viewpoint, stride=stride)
-    frags = rasterize(screen, faces, image_size=image_size, faces_per_pixel=1)
+    if solid is None:
+        frags = rasterize(screen, faces, image_size=image_size, faces_per_pixel=1)
+    else:
+        frags = rasterize(*without_faces(screen, faces, solid), image_size=image_size, faces_per_pixel=1)
     N, H, W = frags.pix_to_face.shape[:3]
     idx, face, bary = covered_pixels(frags)
     uv_c = uv_at(face, bary, verts_uvs, faces_uvs)  # (M, 2)

@@ -178,7 +178,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
         if bad:
             raise NtdmError(f"{data_root}: {c} images use CAD index {min(bad) + 1} but its deformer has {n_cad} CADs")
     extra = {"crop_hw": f"{dataset.crop_hw[0]},{dataset.crop_hw[1]}",
-             "target_distance": float(dataset.target_distance), "zoom": float(cfg.zoom),
+             "target_distance": float(dataset.target_distance), "zoom": float(cfg.zoom), "hole_gap": float(cfg.hole_gap),
              "pose_prior": priors_to_json(pose_priors(dataset, split.train, cfg.temperature))}
     trainer, frozen = Trainer.build(cfg, cats, deformers, device, pretrained, rank, extra)
     start_epoch = 0

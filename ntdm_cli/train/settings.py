@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ntdm_cli.config import section
@@ -58,6 +59,9 @@ class TrainConfig:
     view_bins: int = 12  # its azimuth bins
     view_width: int = 64  # its trunk's channels
     view_occlude: float = 0.0  # fraction of its training images also shown once with an occluder (0-1)
+    hole_gap: float = 0.0  # > 0: the meshes are rendered without the faces farther than this fraction of the
+    #   CAD's diagonal from it (geometry.holes), so what shows through a chair's legs trains the texture
+    #   behind them; stored with the model, inference renders the same way. 0: the closed mesh
     seed: int = 0
 
     def validate(self) -> None:
@@ -84,6 +88,8 @@ class TrainConfig:
                                  f"got {self.frozen_blocks}")
         if not (self.zoom > 0 and self.zoom < 8):
             raise NtdmUsageError(f"train.zoom must be in (0, 8), got {self.zoom}")
+        if not (self.hole_gap >= 0 and math.isfinite(self.hole_gap)):
+            raise NtdmUsageError(f"train.hole_gap must be ≥ 0, got {self.hole_gap}")
         if not 0 <= self.view_occlude <= 1:
             raise NtdmUsageError(f"train.view_occlude must be in [0, 1], got {self.view_occlude}")
         if self.view_epochs < 0:

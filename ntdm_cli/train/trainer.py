@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ntdm_cli.console import info
 from ntdm_cli.errors import NtdmUsageError
 from ntdm_cli.geometry.deformer import Deformer
+from ntdm_cli.geometry.holes import solid_faces
 from ntdm_cli.geometry.template import Template
 from ntdm_cli.model.backbone import evaluating, feature_stride, make_backbone, resolve_amp
 from ntdm_cli.model.classifier import fast_class_scores
@@ -72,6 +73,7 @@ class Trainer:
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVES})
     calibration: dict = field(default_factory=dict)
     view: ViewClassifier | None = None  # fitted after the last epoch (train.view_epochs)
+    solid: dict = field(default_factory=dict)  # (category index, CAD) -> (F,) bool faces rendered (train.hole_gap)
 
     def __post_init__(self) -> None:
         if self.ddp is None:
@@ -87,6 +89,15 @@ class Trainer:
         with torch.no_grad():
             shapes = {(ci, k): deformers[c](deformers[c].latents[k:k + 1].to(device))[0]
                       for ci, c in enumerate(categories) for k in range(deformers[c].num_latents)}
+        solid = {}
+        if cfg.hole_gap > 0:
+            for ci, c in enumerate(categories):
+                if deformers[c].face_gaps is None:
+                    raise NtdmUsageError(f"train.hole_gap: the deformer of {c} has no face gaps (fitted before "
+                                         "ntdm stored them): fit it again, or set train.hole_gap 0")
+                for k in range(deformers[c].num_latents):
+                    solid[(ci, k)] = solid_faces(deformers[c].face_gaps, deformers[c].latents[k:k + 1].cpu(),
+                                                 cfg.hole_gap)[0].to(device)
         backbone = make_backbone(cfg.backbone, cfg.feature_dim).to(device)
         backbone.amp = resolve_amp(cfg.amp, device)
         if backbone.amp and rank == 0:
@@ -117,7 +128,7 @@ class Trainer:
             optimizer = torch.optim.Adam(backbone.parameters(), lr=cfg.lr)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=cfg.lr_decay)
         trainer = cls(cfg, backbone, textures, bank, omega, shapes, template, optimizer, scheduler, device,
-                      categories=list(categories), deformers=deformers, extra=dict(extra or {}))
+                      categories=list(categories), deformers=deformers, extra=dict(extra or {}), solid=solid)
         return trainer, frozen
 
     def wrap_distributed(self) -> None:
@@ -284,8 +295,12 @@ class Trainer:
         verts = torch.stack([self.shapes[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])  # (B, V, 3)
         verts = verts * batch["instance_scale"].to(device).unsqueeze(1)
         vp = Viewpoint.from_rows(batch["viewpoint"], device)
+        solid = None
+        if self.solid:  # train.hole_gap: each image's CAD without its holes
+            solid = torch.stack([self.solid[(c, k)] for c, k in zip(cats, batch["cad"].tolist())])
         return rasterize_surface(verts, t.faces, t.verts_uvs, t.faces_uvs, vp, (h * up, w * up),
-                                 float(feature_stride(self.backbone)) / up, cfg.num_bins, cfg.bin_temperature)
+                                 float(feature_stride(self.backbone)) / up, cfg.num_bins, cfg.bin_temperature,
+                                 solid=solid)
 
     @torch.no_grad()
     def observation_plans(self, batch: dict, coarse_hw: tuple[int, int],
