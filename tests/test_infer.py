@@ -234,6 +234,61 @@ def test_infer_pool_scores_on_pooled_features(tiny_pipeline):
     assert auto.result.loss == one.result.loss
 
 
+def test_refine_answers_brings_a_coarse_answer_closer(tiny_pipeline):
+    """solver.refine_answers from an answer 6° off in azimuth and elevation (what a search on a
+    coarser map leaves): on the noiseless full-resolution map it lowers the loss and comes closer."""
+    from ntdm_cli.infer.solver import refine_answers
+
+    truth = dict(azimuth=torch.tensor([2.2]), elevation=torch.tensor([0.25]), theta=torch.tensor([0.1]),
+                 distance=torch.tensor([5.0]))
+    cfg = InferConfig(steps=0, init_distance=5.0, polish_levels=3, polish_step_deg=15.0, final_steps=10)
+    rc, hyp = _noiseless_scene(tiny_pipeline, 4, truth, cfg)
+    start = hyp.detached()
+    start.azimuth += math.radians(6)
+    start.elevation -= math.radians(6)
+    best, loss = refine_answers(rc, start, cfg)
+    with torch.no_grad():
+        assert float(loss) < float(rc.losses(start)[0]) and float(loss) == pytest.approx(float(rc.losses(best)[0]), abs=1e-6)
+    Rt = pose_rotation(truth["azimuth"], truth["elevation"], truth["theta"])
+    before = _rotation_error(pose_rotation(start.azimuth, start.elevation, start.theta), Rt).item()
+    after = _rotation_error(pose_rotation(best.azimuth, best.elevation, best.theta), Rt).item()
+    assert after < 0.5 * before
+
+
+def test_final_steps_refine_the_answer_on_the_unpooled_map(tiny_pipeline):
+    """infer.final_steps (coarse to fine): with pooled scoring the answer is refined once more on the
+    unpooled features; it scores no worse there than the pooled search's answer, the search's losses
+    (and so the class) are unchanged, and the masks are read at the finer resolution."""
+    from ntdm_cli.infer.pipeline import batch_features, infer_batch, inputs_from_dataset
+    from ntdm_cli.model.backbone import feature_stride
+
+    model = load_model(tiny_pipeline.model)
+    for d in model.deformers.values():
+        d.requires_grad_(False)
+    crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
+    _, stream = inputs_from_dataset(tiny_pipeline.data, "val", ["car"], crop, limit=2)
+    inputs = list(stream)
+    feats = torch.cat(batch_features(inputs, model, "cpu"))
+    cfg = InferConfig(steps=4, azimuths=4, elevations=2, thetas=1, pool=2, polish_levels=2,
+                      init_distance=float(model.extra["target_distance"]))
+    coarse = infer_batch(inputs, model, cfg, "cpu", torch.Generator().manual_seed(0), features=feats)
+    fine = infer_batch(inputs, model, dataclasses.replace(cfg, final_steps=5), "cpu",
+                       torch.Generator().manual_seed(0), features=feats)
+    bank = model.bank.active()
+    for i, (a, b) in enumerate(zip(coarse, fine)):
+        assert a.category == b.category and a.result.loss == b.result.loss and a.category_losses == b.category_losses
+        rc = RenderCompare(feats[i:i + 1], model.deformers[b.category], model.textures[b.category], bank, cfg,
+                           model.bin_temperature, (crop[1] / 2.0, crop[0] / 2.0), feature_stride(model.backbone),
+                           prior=model.pose_priors[b.category])
+        hyp_a, hyp_b = a.result.best, b.result.best
+        hyp_a.image = hyp_b.image = torch.zeros(1, dtype=torch.long)
+        with torch.no_grad():
+            assert float(rc.losses(hyp_b)[0]) <= float(rc.losses(hyp_a)[0]) + 1e-6
+        assert "final" in b.timing and "final" not in a.timing
+    with pytest.raises(NtdmUsageError, match="infer.final_steps"):
+        InferConfig(final_steps=-1).validate()
+
+
 def test_dataset_inputs_are_streamed(tiny_pipeline, tmp_path, monkeypatch):
     """run_infer pulls one batch of crops at a time from a lazy dataset stream and frees each crop once
     its prediction is written, so a large split does not sit in memory."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from ntdm_cli.geometry.holes import solid_faces, without_holes
 from ntdm_cli.geometry.template import Template
 from ntdm_cli.infer.classify import background_loss, classify
 from ntdm_cli.infer.solver import (Hypotheses, InferConfig, RenderCompare, SolveResult, background_scores,
-                                   bank_centres, pooled_features, refine, solve_batch)
+                                   bank_centres, pooled_features, refine, refine_answers, solve_batch)
 from ntdm_cli.model.backbone import feature_stride
 from ntdm_cli.model.io import NTDMModel
 from ntdm_cli.render import pose_rotation, project, rasterize
@@ -267,6 +268,7 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     if model.view is not None and cfg.view_prior > 0:
         view = {c: model.view.log_probs(features, model.categories.index(c)) for c in model.categories
                 if any(c in t for t in tried)}
+    full = features  # (B, d, h, w): the answers' last refinement (infer.final_steps) is on the unpooled map
     features = pooled_features(features, pool)  # (B, d, h', w'): the grid the hypotheses are scored on
     stride = feature_stride(model.backbone) * pool
     clutter = bank_centres(bank, cfg.bank_clusters) if cfg.bank_clusters > 0 else bank  # once for all categories
@@ -288,13 +290,20 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             timing[i]["init"] += res.timing["init"]
             timing[i]["optimise"] += res.timing["optimise"]
     annotated, refined = annotated_losses(inputs, features, model, cfg, clutter, bg, solved, stride, view)
+    # the class from the evidence: the view term is relative to each category's own mode, so a
+    # category whose classifier is unsure (an occluded object) would pay less for any pose
+    classes = [classify({c: solved[(i, c)][0].evidence for c in tried[i]}, bg_loss[i], model.categories,
+                        model.calibration if cfg.calibrated else None) for i in range(len(inputs))]
+    if cfg.final_steps > 0 and pool > 1:
+        t1 = time.perf_counter()
+        solved.update(refined_answers(full, [c for c, _ in classes], solved, model, cfg, clutter, (w / 2.0, h / 2.0)))
+        for t in timing:
+            t["final"] = (time.perf_counter() - t1) / len(inputs)
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
-        # the class from the evidence: the view term is relative to each category's own mode, so a
-        # category whose classifier is unsure (an occluded object) would pay less for any pose
         losses = {c: solved[(i, c)][0].evidence for c in tried[i]}
-        cat, probs = classify(losses, bg_loss[i], model.categories, model.calibration if cfg.calibrated else None)
+        cat, probs = classes[i]
         res, rc, _ = solved[(i, cat)]
         template = answer_template(rc, res.best)
         amodal, visible = final_masks(rc, res.best, (h, w), template)
@@ -315,6 +324,32 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
             crop_amodal=crop_amodal, crop_visible=crop_visible, verts=verts, template=template, timing=timing[i],
             inp=inp))
     return preds
+
+
+def refined_answers(full: torch.Tensor, classes: list[str], solved: dict, model: NTDMModel, cfg: InferConfig,
+                    clutter: torch.Tensor, principal: tuple[float, float]) -> dict:
+    """Coarse to fine: each image's answer (the pose and shape solved for its class ``classes[i]``)
+    refined on the unpooled features ``full`` (B, d, h, w) (solver.refine_answers), the images of one
+    class together. Returns the updated ``solved`` entries {(i, class): (result, scorer, row)}: the
+    result's ``best`` is the refined answer and the scorer the full-resolution one (its masks are
+    finer too); losses, evidence and starts stay those of the pooled search, which every category
+    and the annotation were scored on."""
+    out = {}
+    stride = feature_stride(model.backbone)
+    for cat in dict.fromkeys(classes):
+        rows = [i for i, c in enumerate(classes) if c == cat]
+        with torch.no_grad():
+            bg = background_scores(full[rows], clutter, cfg.no_background)
+        rc = RenderCompare(full[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
+                           principal, stride, bg=bg, prior=model.pose_priors.get(cat), hole_gap=model.hole_gap)
+        answers = [solved[(i, cat)][0].best for i in rows]
+        hyp = Hypotheses(*(torch.cat(t) for t in zip(*(a.fields() for a in answers))),
+                         image=torch.arange(len(rows), device=full.device))
+        best, _ = refine_answers(rc, hyp, cfg)
+        for r, i in enumerate(rows):
+            res = solved[(i, cat)][0]
+            out[(i, cat)] = (dataclasses.replace(res, best=best.select(torch.tensor([r], device=full.device))), rc, r)
+    return out
 
 
 def annotation_hypothesis(ann: Annotation, num_latents: int, image: int, device) -> Hypotheses:

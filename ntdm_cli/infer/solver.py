@@ -11,6 +11,7 @@ category's viewpoint prior (model.pose_prior) when the model has one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -66,6 +67,8 @@ class InferConfig:
     pose_prior_outliers: float = 0.1  # the prior's uniform share: bounds what an unusual pose costs
     view_prior: float = 10.0  # weight of the model's view classifier, p(azimuth | image), in the loss, for models
     #   trained with one (train.view_epochs); 0: off
+    final_steps: int = 0  # > 0 (with pool > 1): the answer is refined once more on the unpooled feature map,
+    #   this many Adam steps and the compass search at the finest polish step and its half (coarse to fine)
     hole_gap: float = DEFAULT_HOLE_GAP  # faces of the deformed mesh farther than this fraction of the CAD's
     #   diagonal from its surface (geometry.holes) are holes: left out of the amodal mask and the exported
     #   meshes (a chair's legs without the membrane between them); 0: every face
@@ -77,6 +80,8 @@ class InferConfig:
             raise NtdmUsageError(f"infer.init must be grid, random or average, got {self.init!r}")
         if self.init_poses < 0:
             raise NtdmUsageError("infer.init_poses must be ≥ 0")
+        if self.final_steps < 0:
+            raise NtdmUsageError("infer.final_steps must be ≥ 0")
         for name in ("azimuths", "elevations", "thetas", "topk", "score_chunk", "batch_images", "grid_pool",
                      "polish_iterations"):
             if getattr(self, name) <= 0:
@@ -559,6 +564,21 @@ def refine(rc: RenderCompare, hyp: Hypotheses, start: torch.Tensor, cfg: InferCo
     if initial is not None:  # rescored with the view term; a start that it scores better is kept
         best_loss = _keep_better(best, _score(full, best, cfg.score_chunk), initial, full_start)
     return best, best_loss, history
+
+
+def refine_answers(rc: RenderCompare, hyp: Hypotheses, cfg: InferConfig) -> tuple[Hypotheses, torch.Tensor]:
+    """The last, fine stage of coarse to fine: the answers ``hyp`` (one per image of ``rc``, image-major)
+    refined by ``rc`` (a scorer on the unpooled features) on the evidence alone (the answer's basin
+    is chosen; the view classifier knows no finer pose): ``cfg.final_steps`` Adam steps, then the
+    compass search at the finest step of ``cfg.polish_*`` and its half. Returns the refined
+    hypotheses and their losses under ``rc`` (never above the answers')."""
+    plain = rc.without_view()
+    start = _score(plain, hyp, cfg.score_chunk)
+    finest = cfg.polish_step_deg / 2 ** max(cfg.polish_levels - 1, 0)
+    fine = dataclasses.replace(cfg, steps=cfg.final_steps, polish_levels=2 if cfg.polish_levels > 0 else 0,
+                               polish_step_deg=finest, view_refine=False)
+    best, loss, _ = refine(plain, hyp.detached(), start, fine, len(hyp))
+    return best, loss
 
 
 def project_simplex(z: torch.Tensor) -> torch.Tensor:
