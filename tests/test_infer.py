@@ -257,8 +257,8 @@ def test_refine_answers_brings_a_coarse_answer_closer(tiny_pipeline):
 
 def test_final_steps_refine_the_answer_on_the_unpooled_map(tiny_pipeline):
     """infer.final_steps (coarse to fine): with pooled scoring the answer is refined once more on the
-    unpooled features; it scores no worse there than the pooled search's answer, the search's losses
-    (and so the class) are unchanged, and the masks are read at the finer resolution."""
+    unpooled features; it scores no worse there than the pooled search's answer, and the search's
+    losses (and so the class) are unchanged."""
     from ntdm_cli.infer.pipeline import batch_features, infer_batch, inputs_from_dataset
     from ntdm_cli.model.backbone import feature_stride
 

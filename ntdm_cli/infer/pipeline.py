@@ -331,9 +331,9 @@ def refined_answers(full: torch.Tensor, classes: list[str], solved: dict, model:
     """Coarse to fine: each image's answer (the pose and shape solved for its class ``classes[i]``)
     refined on the unpooled features ``full`` (B, d, h, w) (solver.refine_answers), the images of one
     class together. Returns the updated ``solved`` entries {(i, class): (result, scorer, row)}: the
-    result's ``best`` is the refined answer and the scorer the full-resolution one (its masks are
-    finer too); losses, evidence and starts stay those of the pooled search, which every category
-    and the annotation were scored on."""
+    result's ``best`` is the refined answer; losses, evidence and starts stay those of the pooled
+    search, which every category and the annotation were scored on, and so does the scorer (the
+    visible mask's foreground decision on the full map was noisier: docs/pretrained.md)."""
     out = {}
     stride = feature_stride(model.backbone)
     for cat in dict.fromkeys(classes):
@@ -347,8 +347,10 @@ def refined_answers(full: torch.Tensor, classes: list[str], solved: dict, model:
                          image=torch.arange(len(rows), device=full.device))
         best, _ = refine_answers(rc, hyp, cfg)
         for r, i in enumerate(rows):
-            res = solved[(i, cat)][0]
-            out[(i, cat)] = (dataclasses.replace(res, best=best.select(torch.tensor([r], device=full.device))), rc, r)
+            res, coarse, row = solved[(i, cat)]
+            answer = best.select(torch.tensor([r], device=full.device))
+            answer.image = torch.tensor([row], device=full.device)  # its image in the pooled scorer
+            out[(i, cat)] = (dataclasses.replace(res, best=answer), coarse, row)
     return out
 
 
