@@ -189,20 +189,27 @@ def test_batched_images_match_one_at_a_time(tiny_pipeline):
         assert a.result.evidence == pytest.approx(b.result.evidence, abs=1e-5)
 
 
-def test_infer_pool_scores_on_pooled_features(tiny_pipeline):
-    """infer.pool=2: every hypothesis is scored on the features average-pooled 2× and renormalised, at
-    twice the backbone's stride, the answers and the annotation alike; a pool larger than the feature
-    map is one clear error."""
-    from ntdm_cli.infer.pipeline import annotation_hypothesis, batch_features, infer_batch, inputs_from_dataset
-    from ntdm_cli.infer.solver import pooled_features
-    from ntdm_cli.model.backbone import feature_stride
+def _tiny_model_and_cars(tiny_pipeline, limit: int):
+    """The tiny model (deformers frozen), its crop size (H, W) and its first ``limit`` car val inputs."""
+    from ntdm_cli.infer.pipeline import inputs_from_dataset
 
     model = load_model(tiny_pipeline.model)
     for d in model.deformers.values():
         d.requires_grad_(False)
     crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
-    _, stream = inputs_from_dataset(tiny_pipeline.data, "val", ["car"], crop, limit=1)
-    inputs = list(stream)
+    _, stream = inputs_from_dataset(tiny_pipeline.data, "val", ["car"], crop, limit=limit)
+    return model, crop, list(stream)
+
+
+def test_infer_pool_scores_on_pooled_features(tiny_pipeline):
+    """infer.pool=2: every hypothesis is scored on the features average-pooled 2× and renormalised, at
+    twice the backbone's stride, the answers and the annotation alike; a pool larger than the feature
+    map is one clear error."""
+    from ntdm_cli.infer.pipeline import annotation_hypothesis, batch_features, infer_batch
+    from ntdm_cli.infer.solver import pooled_features
+    from ntdm_cli.model.backbone import feature_stride
+
+    model, crop, inputs = _tiny_model_and_cars(tiny_pipeline, 1)
     inputs[0].category = "car"  # known category: the answer is the car solve
     feats = torch.cat(batch_features(inputs, model, "cpu"))
     pooled = pooled_features(feats, 2)
@@ -259,15 +266,10 @@ def test_final_steps_refine_the_answer_on_the_unpooled_map(tiny_pipeline):
     """infer.final_steps (coarse to fine): with pooled scoring the answer is refined once more on the
     unpooled features; it scores no worse there than the pooled search's answer, and the search's
     losses (and so the class) are unchanged."""
-    from ntdm_cli.infer.pipeline import batch_features, infer_batch, inputs_from_dataset
+    from ntdm_cli.infer.pipeline import batch_features, infer_batch
     from ntdm_cli.model.backbone import feature_stride
 
-    model = load_model(tiny_pipeline.model)
-    for d in model.deformers.values():
-        d.requires_grad_(False)
-    crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
-    _, stream = inputs_from_dataset(tiny_pipeline.data, "val", ["car"], crop, limit=2)
-    inputs = list(stream)
+    model, crop, inputs = _tiny_model_and_cars(tiny_pipeline, 2)
     feats = torch.cat(batch_features(inputs, model, "cpu"))
     cfg = InferConfig(steps=4, azimuths=4, elevations=2, thetas=1, pool=2, polish_levels=2,
                       init_distance=float(model.extra["target_distance"]))
