@@ -7,10 +7,10 @@ in infer.solver, the side outputs in infer.outputs."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
