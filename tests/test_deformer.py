@@ -13,7 +13,9 @@ from ntdm_cli.geometry import (Deformer, deformer_from_artifact_data, deformer_t
                                load_mesh, make_template)
 from ntdm_cli.geometry.distance import (FaceSearch, closest_point_on_triangle, point_face_distance,
                                         point_triangle_distance)
+from ntdm_cli.conventions import DEFAULT_HOLE_GAP
 from ntdm_cli.geometry.fit import DeformerConfig, evaluate_deformer, fit_deformer
+from ntdm_cli.geometry.holes import solid_faces
 from ntdm_cli.geometry.losses import edge_face_pairs, laplacian_smoothing, normal_consistency, uniform_laplacian
 from tests.cad_fixtures import make_cads, write_cads
 
@@ -246,7 +248,7 @@ def test_fit_deformer_cli_artifact_and_table(fitted):
     assert art["scale"].shape == (3,)
     # each CAD's face gaps (geometry.holes) are stored, and the table gives the share of holes
     assert art["face_gaps"].shape == (2, 320) and np.all(np.isfinite(art["face_gaps"]))
-    assert np.median(art["face_gaps"]) < 0.05 and "holes % area" in r.stdout
+    assert np.median(art["face_gaps"]) < 0.05 and "holes" in r.stdout
 
 
 def test_export_obj_round_trip(fitted, tmp_path, capsys):
@@ -257,23 +259,34 @@ def test_export_obj_round_trip(fitted, tmp_path, capsys):
     d = load_deformer(root / "car.h5")
     with torch.no_grad():
         shapes = d(torch.cat([d.latents, d.mean_latent()])).numpy()
-    code, out, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--latent", "1", "-o", str(tmp_path / "k1.obj"))
+    code, out, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--latent", "1", "--hole-gap", "0",
+                          "-o", str(tmp_path / "k1.obj"))
     assert code == 0, err
     m = load_mesh(tmp_path / "k1.obj")
     np.testing.assert_allclose(m.verts, shapes[1], atol=1e-6)
     assert (m.faces == d.faces.numpy()).all()
     assert len(trimesh.load(str(tmp_path / "k1.obj"), process=False).faces) == 320
     assert len(o3d.io.read_triangle_mesh(str(tmp_path / "k1.obj")).triangles) == 320
+    # by default the faces farther from CAD 1 than DEFAULT_HOLE_GAP are left out (this short fit has many)
+    code, out, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--latent", "1", "-o", str(tmp_path / "h.obj"))
+    assert code == 0, err
+    keep = solid_faces(d.face_gaps, d.latents[1:2], DEFAULT_HOLE_GAP)[0].numpy()
+    holed = trimesh.load(str(tmp_path / "h.obj"), process=False)
+    assert 0 < len(holed.faces) == keep.sum() < 320
+    np.testing.assert_allclose(np.asarray(holed.vertices)[np.asarray(holed.faces)], shapes[1][d.faces.numpy()[keep]],
+                               atol=1e-6)  # the kept faces in order, compared by position (the file may number vertices anew)
     code, _, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--latent", "01_sedan", "--scale", "2",
-                        "-o", str(tmp_path / "s.obj"))
+                        "--hole-gap", "0", "-o", str(tmp_path / "s.obj"))
     assert code == 0, err
     np.testing.assert_allclose(load_mesh(tmp_path / "s.obj").verts, 2 * shapes[0], atol=2e-6)
-    code, _, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--mean", "--uv", "-o", str(tmp_path / "m.obj"))
+    code, _, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--mean", "--uv", "--hole-gap", "0",
+                        "-o", str(tmp_path / "m.obj"))
     assert code == 0, err
     np.testing.assert_allclose(load_mesh(tmp_path / "m.obj").verts, shapes[2], atol=1e-6)
     assert (tmp_path / "m.png").exists() and (tmp_path / "m.mtl").exists()
     assert o3d.io.read_triangle_mesh(str(tmp_path / "m.obj")).has_triangle_uvs()
-    code, out, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--all", "-o", str(tmp_path / "all"))
+    code, out, err = _cli(capsys, "export-obj", str(root / "car.h5"), "--all", "--hole-gap", "0",
+                          "-o", str(tmp_path / "all"))
     assert code == 0, err
     files = sorted(p.name for p in (tmp_path / "all").iterdir())
     assert files == ["00_01_sedan.obj", "01_02_hatchback.obj"]

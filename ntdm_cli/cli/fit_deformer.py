@@ -84,9 +84,10 @@ def print_errors(result) -> None:
     holes = 100.0 * hole_area_share(d, DEFAULT_HOLE_GAP)
     units = "" if d.normalization == 1.0 else f"; the deformer outputs units of {d.normalization:.4g} CAD units"
     table = Table(title=f"per-CAD fit errors: symmetric surface distance in CAD units{units} "
-                        f"(fit {result.seconds:.1f} s, {result.cpu_seconds:.1f} s CPU)")
+                        f"(fit {result.seconds:.1f} s, {result.cpu_seconds:.1f} s CPU); holes: % of the "
+                        f"shape's area farther than {100 * DEFAULT_HOLE_GAP:g} % of the diagonal from its CAD")
     width = max(len(n) for n in e.names)
-    for col in ("k", "CAD", "mean", "p95", "mean % diag", "p95 % diag", "other/own", "holes % area"):
+    for col in ("k", "CAD", "mean", "p95", "mean % diag", "p95 % diag", "other/own", "holes %"):
         table.add_column(col, justify="left" if col == "CAD" else "right", no_wrap=True,
                          min_width=width if col == "CAD" else None)
     ratio = e.own_other_ratio
