@@ -88,10 +88,10 @@ class Deformer(nn.Module):
         nn.init.zeros_(self.out.bias)
         s = torch.ones(3) if scale is None else torch.as_tensor(scale, dtype=torch.float32).reshape(3)
         self.log_scale = nn.Parameter(torch.log(s.clamp_min(1e-8)))
-        # (K, F) float32 CPU tensor, distance of each face of Γ(z_k) to CAD k in units of its bbox
-        # diagonal (geometry.holes.face_gaps), or None; not a parameter or buffer, so a state dict
-        # without it loads
-        self.face_gaps: torch.Tensor | None = None
+        # (K, F) float32, distance of each face of Γ(z_k) to CAD k in units of its bbox diagonal
+        # (geometry.holes.face_gaps), or None: a buffer that moves with the module, kept out of the
+        # state dict so that deformers written without it load
+        self.register_buffer("face_gaps", None, persistent=False)
 
     # ------------------------------------------------------------------ views
     @property

@@ -91,5 +91,5 @@ def hole_area_share(deformer, threshold: float = DEFAULT_HOLE_GAP) -> np.ndarray
     verts = deformer(deformer.latents.to(deformer.template_verts.device)).cpu()
     tri = verts[:, deformer.faces.cpu()]                                # (K, F, 3, 3)
     area = torch.linalg.norm(torch.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1), dim=-1)
-    holes = (deformer.face_gaps > threshold).float()
+    holes = (~solid_faces(deformer.face_gaps.cpu(), deformer.latents.cpu(), threshold)).float()
     return ((area * holes).sum(1) / area.sum(1).clamp_min(1e-30)).numpy()

@@ -296,7 +296,8 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
                         model.calibration if cfg.calibrated else None) for i in range(len(inputs))]
     if cfg.final_steps > 0 and pool > 1:
         t1 = time.perf_counter()
-        solved.update(refined_answers(full, [c for c, _ in classes], solved, model, cfg, clutter, (w / 2.0, h / 2.0)))
+        solved.update(answers_on_full_map(full, [c for c, _ in classes], solved, model, cfg, clutter, priors,
+                                          (w / 2.0, h / 2.0)))
         for t in timing:
             t["final"] = (time.perf_counter() - t1) / len(inputs)
     preds = []
@@ -326,11 +327,11 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     return preds
 
 
-def refined_answers(full: torch.Tensor, classes: list[str], solved: dict, model: NTDMModel, cfg: InferConfig,
-                    clutter: torch.Tensor, principal: tuple[float, float]) -> dict:
+def answers_on_full_map(full: torch.Tensor, classes: list[str], solved: dict, model: NTDMModel, cfg: InferConfig,
+                        clutter: torch.Tensor, priors: dict, principal: tuple[float, float]) -> dict:
     """Coarse to fine: each image's answer (the pose and shape solved for its class ``classes[i]``)
     refined on the unpooled features ``full`` (B, d, h, w) (solver.refine_answers), the images of one
-    class together. Returns the updated ``solved`` entries {(i, class): (result, scorer, row)}: the
+    class together (``priors``: model.pose_priors, parsed once). Returns the updated ``solved`` entries {(i, class): (result, scorer, row)}: the
     result's ``best`` is the refined answer; losses, evidence and starts stay those of the pooled
     search, which every category and the annotation were scored on, and so does the scorer (the
     visible mask's foreground decision on the full map was noisier: docs/pretrained.md)."""
@@ -341,7 +342,7 @@ def refined_answers(full: torch.Tensor, classes: list[str], solved: dict, model:
         with torch.no_grad():
             bg = background_scores(full[rows], clutter, cfg.no_background)
         rc = RenderCompare(full[rows], model.deformers[cat], model.textures[cat], clutter, cfg, model.bin_temperature,
-                           principal, stride, bg=bg, prior=model.pose_priors.get(cat), hole_gap=model.hole_gap)
+                           principal, stride, bg=bg, prior=priors.get(cat), hole_gap=model.hole_gap)
         answers = [solved[(i, cat)][0].best for i in rows]
         hyp = Hypotheses(*(torch.cat(t) for t in zip(*(a.fields() for a in answers))),
                          image=torch.arange(len(rows), device=full.device))
