@@ -83,7 +83,7 @@ def test_torchrun_two_processes(tiny_pipeline, tmp_path):
             "-o", str(single), "--epochs", "1", "--resume", str(out) + ".ckpt.h5", *TINY_TRAIN,
             "--set", "infer.batch_images=1", "--set", "train.refit_textures=true")
     one = load_model(single).calibration
-    for key in ("class_losses", "class_background_loss"):
+    for key in ("class_losses", "class_background_loss", "distance_log_ratios"):
         np.testing.assert_allclose(one[key], cal[key], rtol=1e-5)
     two, single_model = load_model(out), load_model(single)  # the refit: the same textures and bank
     for c in two.categories:

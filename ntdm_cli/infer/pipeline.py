@@ -300,6 +300,8 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
                                           (w / 2.0, h / 2.0)))
         for t in timing:
             t["final"] = (time.perf_counter() - t1) / len(inputs)
+    if cfg.distance_calibrated and model.distance_factor != 1.0:
+        solved.update(calibrated_answers([c for c, _ in classes], solved, model.distance_factor))
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
@@ -352,6 +354,19 @@ def answers_on_full_map(full: torch.Tensor, classes: list[str], solved: dict, mo
             answer = best.select(torch.tensor([r], device=full.device))
             answer.image = torch.tensor([row], device=full.device)  # its image in the pooled scorer
             out[(i, cat)] = (dataclasses.replace(res, best=answer), coarse, row)
+    return out
+
+
+def calibrated_answers(classes: list[str], solved: dict, factor: float) -> dict:
+    """Each image's answer (the pose and shape solved for its class ``classes[i]``) with its camera
+    distance multiplied by ``factor`` (the model's distance factor, ntdm_cli.calibration). Returns the
+    updated ``solved`` entries {(i, class): (result, scorer, row)}; losses stay those of the search."""
+    out = {}
+    for i, cat in enumerate(classes):
+        res, rc, row = solved[(i, cat)]
+        best = res.best.detached()
+        best.distance = best.distance * factor
+        out[(i, cat)] = (dataclasses.replace(res, best=best), rc, row)
     return out
 
 

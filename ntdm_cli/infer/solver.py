@@ -72,6 +72,9 @@ class InferConfig:
     hole_gap: float = DEFAULT_HOLE_GAP  # faces of the deformed mesh farther than this fraction of the CAD's
     #   diagonal from its surface (geometry.holes) are holes: left out of the amodal mask and the exported
     #   meshes (a chair's legs without the membrane between them); 0: every face
+    distance_calibrated: bool = True  # the answer's camera distance multiplied by the model's distance factor
+    #   (calibration.fit_distance_factor: the solver's distances come out short, its silhouettes too large;
+    #   1 for models without one); False: the solver's own distance
     view_refine: bool = False  # the view term also in Adam and the compass search; False: it only picks the
     #   starts and the answer among the refined starts, the evidence alone sets the fine pose and the class
 

@@ -18,6 +18,9 @@ Layout::
                  class_accuracy_raw, class_accuracy,     (infer.classify), fitted after the last epoch
                  class_images, class_losses (N, C),      on N held-out training images
                  class_background_loss (N,), class_labels (N,)}
+    calibration/{distance_factor, distance_images,       the distance calibration: what the solver's
+                 distance_log_ratios (N,)}               distances are multiplied by (infer.distance_calibrated),
+                                                         from the same solves (NaN: not used)
     view/<state-dict key>                the view classifier (model.view_classifier), when trained;
                                          calibration/view_loss (view epochs,) its training curve
     train_state/...                      checkpoints only: epoch, optimizer, scheduler
@@ -82,6 +85,13 @@ class NTDMModel:
         """The threshold of the holes its training rendered (train.hole_gap; geometry.holes): inference
         renders hypotheses the same way. 0 (the closed mesh) for models written before it existed."""
         return float(self.extra.get("hole_gap", 0.0))
+
+    @property
+    def distance_factor(self) -> float:
+        """What inference multiplies the answer's camera distance by (calibration/distance_factor: the
+        median ratio of annotated to solved distance on held-out training images, ntdm_cli.calibration);
+        1 for models written before it was fitted."""
+        return float(self.calibration.get("distance_factor", 1.0))
 
     @property
     def pose_priors(self) -> dict[str, PosePrior]:
@@ -180,6 +190,9 @@ def load_model(path, device="cpu", with_state: bool = False):
         extra={k: art.attrs[k] for k in ("crop_hw", "target_distance", "zoom", "pose_prior") if k in art.attrs},
         view=view,
     ).to(device)
+    if "distance_factor" in model.calibration and not 0.5 <= float(model.calibration["distance_factor"]) <= 2.0:
+        raise ArtifactError(f"{path}: damaged model artifact (calibration/distance_factor "
+                            f"{float(model.calibration['distance_factor'])!r} is not in [0.5, 2])")
     if with_state:
         return model, art.get("train_state"), art
     return model
