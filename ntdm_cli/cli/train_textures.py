@@ -80,6 +80,8 @@ def train_textures_cmd(
             out.print(f"render-and-compare classes on {summary['class_calib_images']} calibration images: "
                       f"{100 * summary['class_accuracy_raw']:.1f}% by lowest loss, "
                       f"{100 * summary['class_accuracy']:.1f}% with per-category evidence gains (fitted on them)")
+            out.print(f"distance factor {summary['distance_factor']:.3f} (annotated / solved distance, "
+                      f"{summary['distance_images']} right answers; infer.distance_calibrated)")
         if set_default:
             from ntdm_cli.model.default import default_file, set_user_default
 

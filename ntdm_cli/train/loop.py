@@ -246,6 +246,8 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
                "class_calib_images": int(class_cal.get("class_images", 0)),
                "class_accuracy_raw": float(class_cal.get("class_accuracy_raw", float("nan"))),
                "class_accuracy": float(class_cal.get("class_accuracy", float("nan"))),
+               "distance_factor": float(class_cal.get("distance_factor", 1.0)),
+               "distance_images": int(class_cal.get("distance_images", 0)),
                "view_loss": float(trainer.calibration["view_loss"][-1]) if "view_loss" in trainer.calibration else float("nan")}
     if distributed:
         dist.barrier()
