@@ -14,7 +14,6 @@ corrects it (infer.distance_calibrated). The fitted entries are stored with the 
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import numpy as np
