@@ -23,7 +23,7 @@ from ntdm_cli.console import progress
 from ntdm_cli.infer.classify import fit_with_data
 from ntdm_cli.infer.pipeline import infer_batch, input_from_sample
 from ntdm_cli.infer.solver import InferConfig
-from ntdm_cli.metrics import viewpoint_error
+from ntdm_cli.metrics import PI_6, viewpoint_error
 from ntdm_cli.model.backbone import evaluating
 from ntdm_cli.train.distributed import all_gather_rows, broadcast_buffers, rank_and_world
 
@@ -38,7 +38,7 @@ def distance_log_ratio(pred) -> float:
         return float("nan")
     best = pred.result.best
     angles = [float(best.azimuth[0]), float(best.elevation[0]), float(best.theta[0])]
-    if float(viewpoint_error(angles, [ann.azimuth, ann.elevation, ann.theta])[0]) >= math.pi / 6:
+    if float(viewpoint_error(angles, [ann.azimuth, ann.elevation, ann.theta])[0]) >= PI_6:
         return float("nan")
     return math.log(ann.distance / float(best.distance[0]))
 

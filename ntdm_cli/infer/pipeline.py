@@ -294,14 +294,15 @@ def infer_batch(inputs: list[InferInput], model: NTDMModel, cfg: InferConfig, de
     # category whose classifier is unsure (an occluded object) would pay less for any pose
     classes = [classify({c: solved[(i, c)][0].evidence for c in tried[i]}, bg_loss[i], model.categories,
                         model.calibration if cfg.calibrated else None) for i in range(len(inputs))]
+    answer_classes = [c for c, _ in classes]
     if cfg.final_steps > 0 and pool > 1:
         t1 = time.perf_counter()
-        solved.update(answers_on_full_map(full, [c for c, _ in classes], solved, model, cfg, clutter, priors,
+        solved.update(answers_on_full_map(full, answer_classes, solved, model, cfg, clutter, priors,
                                           (w / 2.0, h / 2.0)))
         for t in timing:
             t["final"] = (time.perf_counter() - t1) / len(inputs)
     if cfg.distance_calibrated and model.distance_factor != 1.0:
-        solved.update(calibrated_answers([c for c, _ in classes], solved, model.distance_factor))
+        solved.update(calibrated_answers(answer_classes, solved, model.distance_factor))
     preds = []
     for i, inp in enumerate(inputs):
         t1 = time.perf_counter()
@@ -333,8 +334,8 @@ def answers_on_full_map(full: torch.Tensor, classes: list[str], solved: dict, mo
                         clutter: torch.Tensor, priors: dict, principal: tuple[float, float]) -> dict:
     """Coarse to fine: each image's answer (the pose and shape solved for its class ``classes[i]``)
     refined on the unpooled features ``full`` (B, d, h, w) (solver.refine_answers), the images of one
-    class together (``priors``: model.pose_priors, parsed once). Returns the updated ``solved`` entries {(i, class): (result, scorer, row)}: the
-    result's ``best`` is the refined answer; losses, evidence and starts stay those of the pooled
+    class together (``priors``: model.pose_priors, parsed once). Returns the updated ``solved``
+    entries {(i, class): (result, scorer, row)}: the result's ``best`` is the refined answer; losses, evidence and starts stay those of the pooled
     search, which every category and the annotation were scored on, and so does the scorer (the
     visible mask's foreground decision on the full map was noisier: docs/pretrained.md)."""
     out = {}

@@ -89,7 +89,8 @@ class NTDMModel:
     @property
     def distance_factor(self) -> float:
         """What inference multiplies the answer's camera distance by (calibration/distance_factor: the
-        median ratio of annotated to solved distance on held-out training images, ntdm_cli.calibration);
+        trimmed mean ratio of annotated to solved distance on held-out training images,
+        ntdm_cli.calibration);
         1 for models written before it was fitted."""
         return float(self.calibration.get("distance_factor", 1.0))
 
