@@ -37,7 +37,7 @@ def test_distance_log_ratio_uses_right_answers_only():
     assert math.isnan(distance_log_ratio(_prediction("car", 1.0, 4.8, None)))
 
 
-def test_fit_distance_factor_is_the_median_ratio():
+def test_fit_distance_factor_is_the_trimmed_mean_ratio():
     """exp of the trimmed mean of the finite log-ratios (a stray one cut off); NaNs are not used;
     fewer than three give 1."""
     r = np.log([1.02, 1.05, 0.99, 1.04, 1.03, 1.01, 1.06, 1.00, 1.04, 1.80])

@@ -335,9 +335,10 @@ def answers_on_full_map(full: torch.Tensor, classes: list[str], solved: dict, mo
     """Coarse to fine: each image's answer (the pose and shape solved for its class ``classes[i]``)
     refined on the unpooled features ``full`` (B, d, h, w) (solver.refine_answers), the images of one
     class together (``priors``: model.pose_priors, parsed once). Returns the updated ``solved``
-    entries {(i, class): (result, scorer, row)}: the result's ``best`` is the refined answer; losses, evidence and starts stay those of the pooled
-    search, which every category and the annotation were scored on, and so does the scorer (the
-    visible mask's foreground decision on the full map was noisier: docs/pretrained.md)."""
+    entries {(i, class): (result, scorer, row)}: the result's ``best`` is the refined answer; losses,
+    evidence and starts stay those of the pooled search, which every category and the annotation were
+    scored on, and so does the scorer (the visible mask's foreground decision on the full map was
+    noisier: docs/pretrained.md)."""
     out = {}
     stride = feature_stride(model.backbone)
     for cat in dict.fromkeys(classes):

@@ -90,8 +90,7 @@ class NTDMModel:
     def distance_factor(self) -> float:
         """What inference multiplies the answer's camera distance by (calibration/distance_factor: the
         trimmed mean ratio of annotated to solved distance on held-out training images,
-        ntdm_cli.calibration);
-        1 for models written before it was fitted."""
+        ntdm_cli.calibration); 1 for models written before it was fitted."""
         return float(self.calibration.get("distance_factor", 1.0))
 
     @property
@@ -191,9 +190,9 @@ def load_model(path, device="cpu", with_state: bool = False):
         extra={k: art.attrs[k] for k in ("crop_hw", "target_distance", "zoom", "pose_prior") if k in art.attrs},
         view=view,
     ).to(device)
-    if "distance_factor" in model.calibration and not 0.5 <= float(model.calibration["distance_factor"]) <= 2.0:
+    if not 0.5 <= model.distance_factor <= 2.0:  # NaN fails too
         raise ArtifactError(f"{path}: damaged model artifact (calibration/distance_factor "
-                            f"{float(model.calibration['distance_factor'])!r} is not in [0.5, 2])")
+                            f"{model.distance_factor!r} is not in [0.5, 2])")
     if with_state:
         return model, art.get("train_state"), art
     return model
