@@ -206,3 +206,32 @@ def test_view_inputs_add_occluded_copies(tiny_pipeline):
         same = (clean["category"] == both["category"][n + j]) & (clean["azimuth"] == both["azimuth"][n + j])
         assert same.any()
         assert not torch.allclose(copies[j], clean["features"][same][0].float())
+
+
+def test_view_inputs_mirror_the_occluded_copies(tiny_pipeline):
+    """train.view_mirror: the occluded copies are the same pasted images flipped left-right, labelled
+    with the mirrored azimuth 2π − a; the clean images are unchanged."""
+    from torch import nn
+
+    from ntdm_cli.train.data import TrainingSet
+    from ntdm_cli.train.view import view_inputs
+
+    class Pool8(nn.Module):  # a stand-in body whose features commute with a left-right flip
+        def forward(self, images):
+            return torch.nn.functional.avg_pool2d(images, 8)
+
+    model = load_model(tiny_pipeline.model)
+    crop = tuple(int(x) for x in model.extra["crop_hw"].split(","))
+    ds = TrainingSet(tiny_pipeline.data, model.categories, "train", crop_hw=crop)
+    rows = list(range(min(8, len(ds))))
+    plain = view_inputs(Pool8(), ds, rows, "cpu", occlude=1.0, seed=3)
+    mirrored = view_inputs(Pool8(), ds, rows, "cpu", occlude=1.0, seed=3, mirror=True)
+    n = len(rows)
+    assert len(mirrored["category"]) == len(plain["category"]) > n
+    torch.testing.assert_close(mirrored["features"][:n], plain["features"][:n])
+    torch.testing.assert_close(mirrored["azimuth"][:n], plain["azimuth"][:n])
+    torch.testing.assert_close(mirrored["features"][n:], plain["features"][n:].flip(-1))
+    torch.testing.assert_close(mirrored["category"], plain["category"])
+    expect = torch.remainder(-plain["azimuth"][n:], 2 * math.pi)
+    torch.testing.assert_close(mirrored["azimuth"][n:], expect)
+    assert not torch.allclose(mirrored["features"][n:].float(), plain["features"][n:].float())

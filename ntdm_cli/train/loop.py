@@ -230,8 +230,9 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     if cfg.view_epochs > 0 and cfg.epochs > 0:  # before the class calibration, which solves with it
         trainer.view, view_curve = fit_view_classifier(
             view_inputs(trainer.backbone, dataset, split.train, device, occlude=cfg.view_occlude,
-                        occlude_max=cfg.occlude_max, seed=cfg.seed), len(cats), bins=cfg.view_bins,
-            width=cfg.view_width, epochs=cfg.view_epochs, temperature=cfg.temperature, seed=cfg.seed, device=device)
+                        occlude_max=cfg.occlude_max, seed=cfg.seed, mirror=cfg.view_mirror),
+            len(cats), bins=cfg.view_bins, width=cfg.view_width, epochs=cfg.view_epochs,
+            temperature=cfg.temperature, seed=cfg.seed, device=device)
         trainer.calibration["view_loss"] = np.asarray(view_curve)
     class_cal: dict = {}
     if cfg.class_calib_images > 0 and split.calib and class_calibration is not None:  # every process solves its share

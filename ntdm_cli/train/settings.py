@@ -59,6 +59,8 @@ class TrainConfig:
     view_bins: int = 12  # its azimuth bins
     view_width: int = 64  # its trunk's channels
     view_occlude: float = 0.0  # fraction of its training images also shown once with an occluder (0-1)
+    view_mirror: bool = False  # those occluded copies mirrored left-right, azimuth a -> -a (for categories
+    #   symmetric about the plane of azimuths 0 and π); off: it did not improve the answers (docs/pretrained.md)
     hole_gap: float = 0.0  # > 0: the meshes are rendered without the faces farther than this fraction of the
     #   CAD's diagonal from it (geometry.holes), so what shows through a chair's legs trains the texture
     #   behind them; stored with the model, inference renders the same way. 0: the closed mesh

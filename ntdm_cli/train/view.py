@@ -8,10 +8,16 @@ exactly as inference computes them; the small network is then trained on them by
 against soft azimuth targets. With ``train.view_occlude`` the images are shown clean *and* once with
 an occluder pasted over the object: fitted on clean images alone, the classifier names a basin just as
 confidently when an occluder hides what tells the basins apart, while replacing clean images by
-occluded ones cost accuracy on clean images (docs/pretrained.md).
+occluded ones cost accuracy on clean images (docs/pretrained.md). With ``train.view_mirror`` that
+second copy is also mirrored left-right, its azimuth negated: the mirror image of a bilaterally
+symmetric object seen from azimuth a is the object seen from −a (the symmetry plane holds azimuths 0
+and π in the PASCAL3D+ convention), so the classifier sees twice as many distinct views for the same
+number of body passes (off by default: it did not improve the answers, docs/pretrained.md).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -24,13 +30,15 @@ from ntdm_cli.train.data import collate
 
 @torch.no_grad()
 def view_inputs(backbone, dataset, rows: list[int], device, batch_size: int = 16, occlude: float = 0.0,
-                occlude_max: float = 0.7, seed: int = 0) -> dict[str, torch.Tensor]:
+                occlude_max: float = 0.7, seed: int = 0, mirror: bool = False) -> dict[str, torch.Tensor]:
     """The final network's features of the training ``rows`` of ``dataset`` (train.data.TrainingSet),
     each image in the union crop ``dataset.crop_hw``: dict(features (N, d, h, w) float16 on the CPU,
     category (N,) long, azimuth (N,) float32 radians). With ``occlude`` > 0 that fraction of the
     images is also shown once more with a background occluder pasted over the object
     (train.augment.paste_occluders, covering up to ``occlude_max`` of it), so N grows by about
-    ``occlude`` · len(rows): the classifier then sees partly hidden objects as well as whole ones."""
+    ``occlude`` · len(rows): the classifier then sees partly hidden objects as well as whole ones. With
+    ``mirror`` those occluded copies are flipped left-right and their azimuth is 2π − a (valid for
+    objects symmetric about the plane of azimuths 0 and π)."""
     feats, cats, az = [], [], []
     gen = torch.Generator().manual_seed(seed)
     with evaluating(backbone), progress() as prog:
@@ -45,9 +53,12 @@ def view_inputs(backbone, dataset, rows: list[int], device, batch_size: int = 16
                 pasted, occluder, _ = paste_occluders(batch["image"], batch["mask"], occlude, occlude_max, gen)
                 got = occluder.flatten(1).any(1).nonzero().squeeze(1)
                 if got.numel():
-                    feats.append(backbone(pasted[got].to(device)).half().cpu())
+                    shown, azimuth = pasted[got], batch["viewpoint"][got, 0].float()
+                    if mirror:
+                        shown, azimuth = shown.flip(-1), torch.remainder(-azimuth, 2 * math.pi)
+                    feats.append(backbone(shown.to(device)).half().cpu())
                     cats.append(batch["category"][got])
-                    az.append(batch["viewpoint"][got, 0].float())
+                    az.append(azimuth)
             prog.update(task, advance=len(items))
     return {"features": torch.cat(feats), "category": torch.cat(cats), "azimuth": torch.cat(az)}
 
