@@ -246,49 +246,6 @@ def test_body_cache_keeps_occluded_variants(tiny_pipeline):
     assert picks == {int(a[2].sum()), int(b[2].sum())}  # both are shown
 
 
-def test_body_cache_with_context_cuts_the_own_crop_from_the_union_crop(tiny_pipeline):
-    """train.context=union: the body sees each image in the union crop and the cache keeps the window
-    of the image's own crop (equal to the union maps' central cells, not to the own crop's maps); the
-    occluder cells are those of the window; the view classifier's inputs from the cached maps are the
-    features of the union crop that view_inputs computes with a second body pass."""
-    from ntdm_cli.model.backbone import make_backbone
-    from ntdm_cli.train.cache import BodyCache
-    from ntdm_cli.train.data import TrainingSet
-    from ntdm_cli.train.view import cached_view_inputs, view_inputs
-
-    backbone = make_backbone("effnet-lite0", 8)
-    backbone.load_pretrained()
-    backbone.freeze(-1)
-    backbone.eval()
-    cats = sorted(p.stem for p in tiny_pipeline.deformers.glob("*.h5"))
-    dataset = TrainingSet(tiny_pipeline.data, cats, "train")
-    rows = list(range(len(dataset)))
-    own = BodyCache(backbone, dataset, rows, 4, "cpu")
-    wide = BodyCache(backbone, dataset, rows, 4, "cpu", occlude=1.0, variants=1, upsample=2, context=True,
-                     keep_context=True)
-    narrow = [i for i in rows if tuple(dataset.crop_of[dataset.categories[dataset.cat_index[i]]]) != dataset.crop_hw]
-    assert narrow  # the tiny data has categories whose crop is smaller than the union crop
-    i = narrow[0]
-    (H, W), (HU, WU) = dataset.load(i)["image"].shape[-2:], dataset.crop_hw
-    t8, l8 = (HU - H) // 16, (WU - W) // 16
-    u8, u16 = wide.context_maps[i][0]
-    assert wide.maps[i][0].shape == own.maps[i][0].shape and wide.maps[i][1].shape == own.maps[i][1].shape
-    torch.testing.assert_close(wide.maps[i][0].half(), u8[:, t8:t8 + H // 8, l8:l8 + W // 8])
-    torch.testing.assert_close(wide.maps[i][1].half(), u16[:, t8 // 2:t8 // 2 + H // 16, l8 // 2:l8 // 2 + W // 16])
-    assert not torch.allclose(wide.maps[i][0], own.maps[i][0], atol=1e-3)  # context, not zero padding
-    with_variant = next(j for j in narrow if j in wide.occluded)
-    o8, _, hidden, background, _ = wide.occluded[with_variant][0]
-    assert o8.shape == wide.maps[with_variant][0].shape and hidden.shape == (2 * o8.shape[-2], 2 * o8.shape[-1])
-    assert background.shape == o8.shape[-2:] and len(wide.context_maps[with_variant]) == 2
-    cached = cached_view_inputs(backbone, wide, rows)
-    fresh = view_inputs(backbone, dataset, rows, "cpu")
-    torch.testing.assert_close(cached["category"], fresh["category"])
-    torch.testing.assert_close(cached["azimuth"], fresh["azimuth"])
-    torch.testing.assert_close(cached["features"].float(), fresh["features"].float(), atol=2e-2, rtol=0)
-    both = cached_view_inputs(backbone, wide, rows, occlude=1.0)
-    assert len(both["category"]) == len(rows) + len(wide.occluded)
-
-
 @pytest.mark.parametrize("up", [1, 4])
 def test_observation_plans_equal_the_dense_observation(tiny_pipeline, up):
     """An observation plan (the upsampling and image_to_surface of a fixed mesh as one sparse matrix)

@@ -28,12 +28,8 @@ from __future__ import annotations
 import torch
 
 from ntdm_cli.console import progress
-from ntdm_cli.errors import NtdmError, NtdmUsageError
 from ntdm_cli.train.augment import occluder_cells, paste_occluders
 from ntdm_cli.train.data import collate
-
-
-_IMAGES = ("image", "context", "context_mask")  # what the cache does not keep with an item
 
 
 class BodyCache:
@@ -48,35 +44,22 @@ class BodyCache:
     or None); an image with an empty or full mask, or alone in its batch, gets none.
 
     ``planner(batch, (h, w), hidden)`` -> one observation plan per image of a collated batch (hidden:
-    (B, h·u, w·u) bool occluder cells or None); used only when the images are not kept.
-
-    With ``context`` the body runs on each image (and its occluded variants) preprocessed into the
-    union crop ``dataset.crop_hw``, and the maps kept are the central window of the image's own crop:
-    the features near the own crop's border see the background around it, as at inference, instead of
-    zero padding. With ``keep_context`` too, ``context_maps[i]`` = the full maps in float16, clean
-    first, then the occluded variants' (the view classifier's inputs, train.view)."""
+    (B, h·u, w·u) bool occluder cells or None); used only when the images are not kept."""
 
     def __init__(self, backbone, dataset, indices: list[int], batch_size: int, device, workers: int = 0,
                  occlude: float = 0.0, variants: int = 0, occlude_max: float = 0.7, upsample: int = 1,
-                 seed: int = 0, planner=None, context: bool = False, keep_context: bool = False):
+                 seed: int = 0, planner=None):
         self.maps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.context_maps: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.items: dict[int, dict] = {}
         self.images: dict[int, torch.Tensor] = {}
         self.occluded: dict[int, list[tuple]] = {}
         self.plans: dict = {}
         self.occlude = float(occlude)
         keep_images = occlude > 0 and variants == 0
-        if context and keep_images:
-            raise NtdmUsageError("train.context=union needs cached occluders (train.occluder_variants ≥ 1) "
-                                 "when train.occlude > 0")
         self.planner = None if keep_images else planner
-        self.context_hw = tuple(dataset.crop_hw) if context else None
-        self.keep_context = bool(context and keep_context)
         gen = torch.Generator().manual_seed(seed)  # batches of one category: the donors of the occluders
         batches = dataset.batches(list(indices), batch_size, gen)
-        source = _WithContext(dataset) if context else dataset
-        loader = torch.utils.data.DataLoader(source, batch_sampler=batches, num_workers=workers,
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                                              collate_fn=lambda items: items)
         paste_gen = torch.Generator().manual_seed(seed + 1)
         was_training = backbone.training
@@ -85,58 +68,28 @@ class BodyCache:
         with progress() as prog, torch.no_grad():
             task = prog.add_task("body features", total=len(batches), info=info)
             for rows, items in zip(batches, loader):
-                images = torch.stack([it["context" if context else "image"] for it in items]).to(device)
-                s8, s16 = self._window(*backbone.prefix(images), rows, items)
+                images = torch.stack([it["image"] for it in items]).to(device)
+                s8, s16 = backbone.prefix(images)
                 plans = self._plans(items, s8.shape[-2:])
                 for k, i in enumerate(rows):
                     self.maps[i] = (s8[k].clone(), s16[k].clone())
-                    self.items[i] = {key: v for key, v in items[k].items() if key not in _IMAGES}
+                    self.items[i] = {key: v for key, v in items[k].items() if key != "image"}
                     if plans is not None:
                         self.plans[i] = plans[k]
                     if keep_images:  # exact: the loader's floats are uint8 / 255
                         self.images[i] = (items[k]["image"] * 255).round().to(torch.uint8)
                 if occlude > 0:
-                    masks = torch.stack([it["context_mask" if context else "mask"] for it in items]).to(device)
+                    masks = torch.stack([it["mask"] for it in items]).to(device)
                     for _ in range(variants):
                         self._add_occluded(backbone, rows, items, images, masks, occlude_max, upsample, paste_gen)
                 prog.update(task, advance=1)
         backbone.train(was_training)
 
-    def _offsets(self, item: dict, stride: int) -> tuple[int, int, int, int]:
-        """(top, left, height, width) of an item's own crop inside the context crop, in cells of ``stride``
-        pixels (the own crop is the context crop's central window: train.data.TrainingSet)."""
-        (H, W), (HU, WU) = item["mask"].shape[-2:], self.context_hw
-        top, left = (HU - H) // 2, (WU - W) // 2
-        if top % stride or left % stride or H % stride or W % stride:
-            raise NtdmError(f"crop {(H, W)} does not sit on the {stride}-pixel cells of the context crop {(HU, WU)}")
-        return top // stride, left // stride, H // stride, W // stride
-
-    def _pixel_window(self, maps: torch.Tensor, item: dict) -> torch.Tensor:
-        """(B, HU, WU) maps of the context crop -> (B, H, W) of the item's own crop (unchanged without context)."""
-        if self.context_hw is None:
-            return maps
-        t, l, h, w = self._offsets(item, 1)
-        return maps[..., t:t + h, l:l + w]
-
-    def _window(self, s8: torch.Tensor, s16: torch.Tensor, rows: list[int],
-                items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The body maps of the items' own crops, cut from maps of the context crop (unchanged without
-        context). With ``keep_context`` the full maps are appended to ``context_maps[i]`` in float16:
-        the clean image's first, then its occluded variants'."""
-        if self.context_hw is None:
-            return s8, s16
-        if self.keep_context:
-            for k, i in enumerate(rows):
-                self.context_maps.setdefault(i, []).append((s8[k].half(), s16[k].half()))
-        t8, l8, h8, w8 = self._offsets(items[0], 8)
-        t16, l16, h16, w16 = self._offsets(items[0], 16)
-        return (s8[..., t8:t8 + h8, l8:l8 + w8].contiguous(), s16[..., t16:t16 + h16, l16:l16 + w16].contiguous())
-
     def _plans(self, items: list[dict], coarse_hw, hidden: torch.Tensor | None = None) -> list | None:
         """The planner's plans of ``items`` (None without a planner)."""
         if self.planner is None:
             return None
-        batch = collate([{key: v for key, v in it.items() if key not in _IMAGES} for it in items])
+        batch = collate([{key: v for key, v in it.items() if key != "image"} for it in items])
         return self.planner(batch, tuple(coarse_hw), hidden)
 
     def _add_occluded(self, backbone, rows: list[int], items: list[dict], images: torch.Tensor, masks: torch.Tensor,
@@ -146,10 +99,8 @@ class BodyCache:
         got = occluder.flatten(1).any(1).nonzero().squeeze(1)
         if got.numel() == 0:
             return
-        rows_got = [rows[j] for j in got.tolist()]
-        s8, s16 = self._window(*backbone.prefix(pasted[got]), rows_got, [items[j] for j in got.tolist()])
-        occluder, occluder_bg = (self._pixel_window(m[got], items[0]) for m in (occluder, occluder_bg))
-        hidden, background = occluder_cells(occluder, occluder_bg, s8.shape[-2:], upsample)
+        s8, s16 = backbone.prefix(pasted[got])
+        hidden, background = occluder_cells(occluder[got], occluder_bg[got], s8.shape[-2:], upsample)
         plans = self._plans([items[j] for j in got.tolist()], s8.shape[-2:], hidden)
         for k, j in enumerate(got.tolist()):
             self.occluded.setdefault(rows[j], []).append((s8[k].half(), s16[k].half(), hidden[k].clone(),
@@ -187,20 +138,3 @@ class BodyCache:
         if self.images:
             out["image"] = torch.stack([self.images[i] for i in rows]).float() / 255.0
         return out
-
-
-class _WithContext(torch.utils.data.Dataset):
-    """A TrainingSet whose items also carry ``context`` (3, HU, WU) and ``context_mask`` (HU, WU): the
-    same image preprocessed into the union crop, of which the item's own crop is the central window."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> dict:
-        item = self.dataset.load(i)
-        wide = self.dataset.load(i, self.dataset.crop_hw)
-        item["context"], item["context_mask"] = wide["image"], wide["mask"]
-        return item

@@ -32,7 +32,7 @@ from ntdm_cli.train.distributed import broadcast_buffers, init_distributed, rank
 from ntdm_cli.train.losses import omega_from_confusion
 from ntdm_cli.train.settings import TrainConfig  # noqa: F401  (the ``train`` section)
 from ntdm_cli.train.trainer import Trainer, seeded
-from ntdm_cli.train.view import cached_view_inputs, fit_view_classifier, view_inputs
+from ntdm_cli.train.view import fit_view_classifier, view_inputs
 
 #: the class calibration run after the last epoch: (trainer, training set, calibration indices) → the
 #: calibration entries the model stores (see ntdm_cli.calibration.class_calibrator)
@@ -181,8 +181,6 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
              "target_distance": float(dataset.target_distance), "zoom": float(cfg.zoom), "hole_gap": float(cfg.hole_gap),
              "pose_prior": priors_to_json(pose_priors(dataset, split.train, cfg.temperature))}
     trainer, frozen = Trainer.build(cfg, cats, deformers, device, pretrained, rank, extra)
-    if cfg.context == "union" and not frozen:
-        raise NtdmUsageError("train.context=union needs a fixed pretrained body (train.frozen_blocks -1 or a prefix)")
     start_epoch = 0
     checkpoint = checkpoint or out.with_name(out.name + ".ckpt.h5")
     if resume is not None:
@@ -201,8 +199,7 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
     if frozen and start_epoch < cfg.epochs:  # with occluders: their cached variants, or the images to paste on
         cache = BodyCache(trainer.backbone, dataset, split.train, cfg.batch_size, device, cfg.workers,
                           occlude=cfg.occlude, variants=cfg.occluder_variants, occlude_max=cfg.occlude_max,
-                          upsample=cfg.observe_upsample, seed=cfg.seed, planner=trainer.observation_plans,
-                          context=cfg.context == "union", keep_context=cfg.view_epochs > 0)
+                          upsample=cfg.observe_upsample, seed=cfg.seed, planner=trainer.observation_plans)
     curves = trainer.curves
     with progress() as prog:
         task = prog.add_task("train-textures", total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
@@ -231,13 +228,10 @@ def train_textures(data_root: Path, deformer_paths: list[Path], out: Path, cfg: 
             refit_textures(trainer, dataset, split.train, cache, prog, rank, world)
             _calibrate(trainer, dataset, split.calib, cfg.epochs)
     if cfg.view_epochs > 0 and cfg.epochs > 0:  # before the class calibration, which solves with it
-        if cache is not None and cache.keep_context:
-            inputs = cached_view_inputs(trainer.backbone, cache, split.train, occlude=cfg.view_occlude, seed=cfg.seed)
-        else:
-            inputs = view_inputs(trainer.backbone, dataset, split.train, device, occlude=cfg.view_occlude,
-                                 occlude_max=cfg.occlude_max, seed=cfg.seed, mirror=cfg.view_mirror)
         trainer.view, view_curve = fit_view_classifier(
-            inputs, len(cats), bins=cfg.view_bins, width=cfg.view_width, epochs=cfg.view_epochs,
+            view_inputs(trainer.backbone, dataset, split.train, device, occlude=cfg.view_occlude,
+                        occlude_max=cfg.occlude_max, seed=cfg.seed, mirror=cfg.view_mirror),
+            len(cats), bins=cfg.view_bins, width=cfg.view_width, epochs=cfg.view_epochs,
             temperature=cfg.temperature, seed=cfg.seed, device=device)
         trainer.calibration["view_loss"] = np.asarray(view_curve)
     class_cal: dict = {}

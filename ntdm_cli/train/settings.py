@@ -54,9 +54,6 @@ class TrainConfig:
     #   all training images under the final network in evaluation mode, and the bank is refilled likewise
     zoom: float = 1.0  # objects are preprocessed this many times larger than the dataset's own crops
     #   (target distance / zoom, crops × zoom): more feature cells on thin parts at zoom² the pixels
-    context: str = "crop"  # what the fixed body sees around each training crop: "crop" (zero padding) or
-    #   "union" (the image in inference's union crop, the own crop cut from its maps; the view classifier
-    #   then reads the cached maps instead of a second body pass). Needs the fixed body's cache
     view_epochs: int = 0  # after the last epoch, fit the view classifier (model.view_classifier) for this
     #   many epochs on the final network's features (0: none)
     view_bins: int = 12  # its azimuth bins
@@ -95,8 +92,6 @@ class TrainConfig:
             raise NtdmUsageError(f"train.zoom must be in (0, 8), got {self.zoom}")
         if not (self.hole_gap >= 0 and math.isfinite(self.hole_gap)):
             raise NtdmUsageError(f"train.hole_gap must be ≥ 0, got {self.hole_gap}")
-        if self.context not in ("crop", "union"):
-            raise NtdmUsageError(f"train.context must be crop or union, got {self.context!r}")
         if not 0 <= self.view_occlude <= 1:
             raise NtdmUsageError(f"train.view_occlude must be in [0, 1], got {self.view_occlude}")
         if self.view_epochs < 0:

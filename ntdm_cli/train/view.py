@@ -63,33 +63,6 @@ def view_inputs(backbone, dataset, rows: list[int], device, batch_size: int = 16
     return {"features": torch.cat(feats), "category": torch.cat(cats), "azimuth": torch.cat(az)}
 
 
-@torch.no_grad()
-def cached_view_inputs(backbone, cache, rows: list[int], occlude: float = 0.0, seed: int = 0,
-                       batch_size: int = 16) -> dict[str, torch.Tensor]:
-    """:func:`view_inputs` from a train.cache.BodyCache built with ``context`` and ``keep_context``:
-    the final head run on the cached body maps of the union crop (the body is fixed, so these are the
-    features inference computes, up to float16 rounding), without a second body pass. With
-    ``occlude`` > 0 that fraction of the rows (drawn with ``seed``) also adds its cached occluded
-    variants. Returns the same dict as :func:`view_inputs`."""
-    gen = torch.Generator().manual_seed(seed)
-    picked = (torch.rand(len(rows), generator=gen) < occlude).tolist()
-    shown = [(i, 0) for i in rows] + [(i, v) for i, p in zip(rows, picked) if p
-                                      for v in range(1, len(cache.context_maps[i]))]
-    feats, cats, az = [], [], []
-    device = next(backbone.parameters()).device
-    with evaluating(backbone), progress() as prog:
-        task = prog.add_task("view classifier inputs", total=len(shown), info="cached body")
-        for s in range(0, len(shown), batch_size):
-            part = shown[s:s + batch_size]
-            s8 = torch.stack([cache.context_maps[i][v][0] for i, v in part]).to(device).float()
-            s16 = torch.stack([cache.context_maps[i][v][1] for i, v in part]).to(device).float()
-            feats.append(backbone((s8, s16)).half().cpu())
-            cats.append(torch.tensor([cache.items[i]["category"] for i, _ in part]))
-            az.append(torch.stack([cache.items[i]["viewpoint"][0] for i, _ in part]).float())
-            prog.update(task, advance=len(part))
-    return {"features": torch.cat(feats), "category": torch.cat(cats), "azimuth": torch.cat(az)}
-
-
 def fit_view_classifier(inputs: dict[str, torch.Tensor], categories: int, *, bins: int = 12, width: int = 64,
                         pool: int = 2, epochs: int = 30, lr: float = 2e-3, batch_size: int = 32,
                         temperature: float = 0.07, seed: int = 0, device="cpu") -> tuple[ViewClassifier, list[float]]:
