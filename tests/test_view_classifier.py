@@ -210,7 +210,8 @@ def test_view_inputs_add_occluded_copies(tiny_pipeline):
 
 def test_view_inputs_mirror_the_occluded_copies(tiny_pipeline):
     """train.view_mirror: the occluded copies are the same pasted images flipped left-right, labelled
-    with the mirrored azimuth 2π − a; the clean images are unchanged."""
+    with the mirrored azimuth −a (mod 2π); the clean images are unchanged. Without occluded copies
+    the option is refused."""
     from torch import nn
 
     from ntdm_cli.train.data import TrainingSet
@@ -235,3 +236,10 @@ def test_view_inputs_mirror_the_occluded_copies(tiny_pipeline):
     expect = torch.remainder(-plain["azimuth"][n:], 2 * math.pi)
     torch.testing.assert_close(mirrored["azimuth"][n:], expect)
     assert not torch.allclose(mirrored["features"][n:].float(), plain["features"][n:].float())
+    from ntdm_cli.config import ConfigStore
+    from ntdm_cli.errors import NtdmUsageError
+    from ntdm_cli.train.settings import TrainConfig
+
+    with pytest.raises(NtdmUsageError, match="train.view_occlude > 0"):
+        ConfigStore(overrides=["train.view_mirror=true"]).get("train", TrainConfig).validate()
+    ConfigStore(overrides=["train.view_mirror=true", "train.view_occlude=0.5"]).get("train", TrainConfig).validate()

@@ -94,6 +94,9 @@ class TrainConfig:
             raise NtdmUsageError(f"train.hole_gap must be ≥ 0, got {self.hole_gap}")
         if not 0 <= self.view_occlude <= 1:
             raise NtdmUsageError(f"train.view_occlude must be in [0, 1], got {self.view_occlude}")
+        if self.view_mirror and self.view_occlude == 0:
+            raise NtdmUsageError("train.view_mirror mirrors the view classifier's occluded copies: set "
+                                 "train.view_occlude > 0 too")
         if self.view_epochs < 0:
             raise NtdmUsageError(f"train.view_epochs must be ≥ 0, got {self.view_epochs}")
         if self.view_bins < 4 or self.view_width < 1:

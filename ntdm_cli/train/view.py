@@ -37,8 +37,8 @@ def view_inputs(backbone, dataset, rows: list[int], device, batch_size: int = 16
     images is also shown once more with a background occluder pasted over the object
     (train.augment.paste_occluders, covering up to ``occlude_max`` of it), so N grows by about
     ``occlude`` · len(rows): the classifier then sees partly hidden objects as well as whole ones. With
-    ``mirror`` those occluded copies are flipped left-right and their azimuth is 2π − a (valid for
-    objects symmetric about the plane of azimuths 0 and π)."""
+    ``mirror`` those occluded copies are flipped left-right and their azimuth a becomes −a (mod 2π;
+    valid for objects symmetric about the plane of azimuths 0 and π)."""
     feats, cats, az = [], [], []
     gen = torch.Generator().manual_seed(seed)
     with evaluating(backbone), progress() as prog:
