@@ -214,7 +214,10 @@ def test_view_inputs_mirror_the_occluded_copies(tiny_pipeline):
     the option is refused."""
     from torch import nn
 
+    from ntdm_cli.config import ConfigStore
+    from ntdm_cli.errors import NtdmUsageError
     from ntdm_cli.train.data import TrainingSet
+    from ntdm_cli.train.settings import TrainConfig
     from ntdm_cli.train.view import view_inputs
 
     class Pool8(nn.Module):  # a stand-in body whose features commute with a left-right flip
@@ -236,10 +239,6 @@ def test_view_inputs_mirror_the_occluded_copies(tiny_pipeline):
     expect = torch.remainder(-plain["azimuth"][n:], 2 * math.pi)
     torch.testing.assert_close(mirrored["azimuth"][n:], expect)
     assert not torch.allclose(mirrored["features"][n:].float(), plain["features"][n:].float())
-    from ntdm_cli.config import ConfigStore
-    from ntdm_cli.errors import NtdmUsageError
-    from ntdm_cli.train.settings import TrainConfig
-
     with pytest.raises(NtdmUsageError, match="train.view_occlude > 0"):
         ConfigStore(overrides=["train.view_mirror=true"]).get("train", TrainConfig).validate()
     ConfigStore(overrides=["train.view_mirror=true", "train.view_occlude=0.5"]).get("train", TrainConfig).validate()

@@ -12,7 +12,7 @@ occluded ones cost accuracy on clean images (docs/pretrained.md). With ``train.v
 second copy is also mirrored left-right, its azimuth negated: the mirror image of a bilaterally
 symmetric object seen from azimuth a is the object seen from −a (the symmetry plane holds azimuths 0
 and π in the PASCAL3D+ convention), so the classifier sees twice as many distinct views for the same
-number of body passes (off by default: it did not improve the answers, docs/pretrained.md).
+number of body passes (off by default: train.settings says why).
 """
 
 from __future__ import annotations
